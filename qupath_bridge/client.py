@@ -1,0 +1,412 @@
+"""Python client of the slidesam server: batch calls and streaming object sessions that survive reconnects.
+
+No torch here: a pathologist's laptop installs `slidesam[bridge]` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import queue
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterator, Sequence
+
+import grpc
+import numpy as np
+import shapely
+from slidesam.v1 import slidesam_pb2 as pb
+from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 2**20),
+    ("grpc.max_send_message_length", 64 * 2**20),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+_RECONNECTABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+
+
+class ServerError(Exception):
+    """The server refused a request; `code` is the gRPC status, `message` says what to change."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ConnectionLost(Exception):
+    """The server stayed unreachable through every reconnect attempt."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Requests
+
+
+@dataclass(frozen=True)
+class SlideImage:
+    """A slide the server reads itself, named relative to its slide root."""
+
+    slide_id: str
+
+
+@dataclass(frozen=True)
+class UploadedRegion:
+    """Encoded pixels (PNG/JPEG) sent by the client, placed in level-0 space.
+
+    The image covers level-0 [origin_x, origin_x + width * downsample) and likewise in y.
+    """
+
+    data: bytes
+    origin_x: float = 0.0
+    origin_y: float = 0.0
+    downsample: float = 1.0
+    mpp: float | None = None
+    objective_power: float | None = None
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class FieldOfView:
+    """What SAM sees: an image, a level-0 rectangle and at most one resolution (none: fit the model input)."""
+
+    image: SlideImage | UploadedRegion
+    x: float
+    y: float
+    width: float
+    height: float
+    mpp: float | None = None
+    magnification: float | None = None
+    downsample: float | None = None
+
+    def to_pb(self) -> pb.FieldOfView:
+        message = pb.FieldOfView(region=pb.Rect(x=self.x, y=self.y, width=self.width, height=self.height))
+        if isinstance(self.image, SlideImage):
+            message.image.slide_id = self.image.slide_id
+        else:
+            up = self.image
+            message.image.uploaded.CopyFrom(
+                pb.UploadedImageRef(
+                    sha256=up.sha256, origin_x=up.origin_x, origin_y=up.origin_y, downsample=up.downsample,
+                    mpp=up.mpp or 0.0, objective_power=up.objective_power or 0.0,
+                )
+            )
+        chosen = [(k, v) for k, v in (("mpp", self.mpp), ("magnification", self.magnification), ("downsample", self.downsample)) if v is not None]
+        if len(chosen) > 1:
+            raise ValueError("give at most one of mpp, magnification and downsample")
+        if chosen:
+            setattr(message.resolution, chosen[0][0], chosen[0][1])
+        return message
+
+
+@dataclass(frozen=True)
+class Click:
+    x: float
+    y: float
+    positive: bool = True
+
+
+@dataclass(frozen=True)
+class PolygonOptions:
+    simplify_tolerance_um: float = 0.0
+    simplify_tolerance_px: float = 0.0
+    max_vertices: int = 0
+    min_area_um2: float = 0.0
+    min_area_px: float = 0.0
+
+    def to_pb(self) -> pb.PolygonOptions:
+        return pb.PolygonOptions(**self.__dict__)
+
+
+# ------------------------------------------------------------------------------------------------
+# Results
+
+
+def _ring(ring: pb.Ring) -> np.ndarray:
+    return np.asarray(ring.xy, dtype=np.float64).reshape(-1, 2)
+
+
+def polygons_from_pb(polygons: Sequence[pb.Polygon]) -> shapely.MultiPolygon:
+    """Wire polygons -> a shapely MultiPolygon in level-0 coordinates."""
+    parts = [shapely.Polygon(_ring(p.exterior), [_ring(h) for h in p.holes]) for p in polygons]
+    return shapely.MultiPolygon(parts)
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    """The server's current answer for an object."""
+
+    raw: pb.SegmentationResult = field(repr=False)
+
+    @cached_property
+    def geometry(self) -> shapely.MultiPolygon:
+        return polygons_from_pb(self.raw.polygons)
+
+    object_id = property(lambda self: self.raw.object_id)
+    score = property(lambda self: self.raw.score)
+    area_px = property(lambda self: self.raw.area_px)
+    area_um2 = property(lambda self: self.raw.area_um2 if self.raw.mpp_known else None)
+    model_id = property(lambda self: self.raw.model_id)
+    timings = property(lambda self: self.raw.timings)
+    cache_hit = property(lambda self: self.raw.timings.cache_hit)
+    step = property(lambda self: self.raw.step)
+    can_undo = property(lambda self: self.raw.can_undo)
+    can_redo = property(lambda self: self.raw.can_redo)
+
+    @property
+    def clicks(self) -> list[Click]:
+        return [Click(c.x, c.y, c.positive) for c in self.raw.clicks]
+
+
+# ------------------------------------------------------------------------------------------------
+# Client
+
+
+class SlidesamClient:
+    """A connection to one slidesam server. Use as a context manager, or call close()."""
+
+    def __init__(self, address: str, *, reconnect_attempts: int = 5, ready_timeout: float = 10.0):
+        self.address = address
+        self.reconnect_attempts = reconnect_attempts
+        self.ready_timeout = ready_timeout
+        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._stub = pb_grpc.SegmentationStub(self._channel)
+
+    def __enter__(self) -> "SlidesamClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Blocks until the channel is connected; ConnectionLost after timeout seconds."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout or self.ready_timeout)
+        except grpc.FutureTimeoutError as error:
+            raise ConnectionLost(f"no slidesam server answered at {self.address}") from error
+
+    def list_models(self) -> list[pb.ModelInfo]:
+        return list(self._unary(self._stub.ListModels, pb.ListModelsRequest()).models)
+
+    def upload(self, region: UploadedRegion) -> pb.UploadImageResponse:
+        """Sends the encoded pixels; the server keeps them under their SHA-256."""
+        return self._unary(self._stub.UploadImage, pb.UploadImageRequest(data=region.data, sha256=region.sha256))
+
+    def segment(
+        self,
+        fov: FieldOfView,
+        clicks: Sequence[Click] = (),
+        box: tuple[float, float, float, float] | None = None,
+        model: str = "",
+        polygon_options: PolygonOptions | None = None,
+    ) -> ObjectResult:
+        """One object from a complete set of prompts (box first, then the clicks in order)."""
+        request = pb.SegmentRequest(
+            field_of_view=fov.to_pb(),
+            model=model,
+            clicks=[pb.Click(x=c.x, y=c.y, positive=c.positive) for c in clicks],
+            polygon_options=(polygon_options or PolygonOptions()).to_pb(),
+        )
+        if box is not None:
+            request.box.CopyFrom(pb.Box(x=box[0], y=box[1], width=box[2], height=box[3]))
+        try:
+            return ObjectResult(self._unary(self._stub.Segment, request).result)
+        except ServerError as error:
+            if not self._needs_upload(fov, error):
+                raise
+            self.upload(fov.image)
+            return ObjectResult(self._unary(self._stub.Segment, request).result)
+
+    def open_object(
+        self, fov: FieldOfView, model: str = "", polygon_options: PolygonOptions | None = None
+    ) -> "ObjectSession":
+        """Opens an object on a field of view (the server embeds the region now, so clicks are fast)."""
+        return ObjectSession(self, fov, model, polygon_options or PolygonOptions())
+
+    @staticmethod
+    def _needs_upload(fov: FieldOfView, error: ServerError) -> bool:
+        return isinstance(fov.image, UploadedRegion) and error.code is grpc.StatusCode.NOT_FOUND
+
+    @staticmethod
+    def _unary(method, request):
+        try:
+            return method(request, wait_for_ready=True)
+        except grpc.RpcError as error:
+            raise ServerError(error.code(), error.details() or "") from None
+
+    def _open_stream(self) -> "_Stream":
+        return _Stream(self._stub)
+
+
+_CLOSE = object()
+
+
+class _StreamBroken(Exception):
+    pass
+
+
+class _Stream:
+    """One Interact call: requests go through a queue, each answered by exactly one response."""
+
+    def __init__(self, stub: pb_grpc.SegmentationStub):
+        self._requests: queue.Queue = queue.Queue()
+        self._responses: Iterator[pb.InteractResponse] = stub.Interact(iter(self._requests.get, _CLOSE), wait_for_ready=True)
+        self._ids = itertools.count(1)
+
+    def send(self, request: pb.InteractRequest) -> pb.InteractResponse:
+        request.request_id = next(self._ids)
+        self._requests.put(request)
+        try:
+            response = next(self._responses)
+        except StopIteration:
+            raise _StreamBroken("the server closed the stream") from None
+        except grpc.RpcError as error:
+            if error.code() in _RECONNECTABLE:
+                raise _StreamBroken(f"{error.code().name}: {error.details()}") from None
+            raise ServerError(error.code(), error.details() or "") from None
+        if response.request_id != request.request_id:
+            raise _StreamBroken(f"reply {response.request_id} does not answer request {request.request_id}")
+        return response
+
+    def close(self) -> None:
+        self._requests.put(_CLOSE)
+        self._responses.cancel()
+
+
+class ObjectSession:
+    """An object being segmented by clicks. Keeps its history and replays it on a new stream
+    when the connection drops, so a server restart or a network blip loses nothing.
+
+    Not thread-safe: one session per thread.
+    """
+
+    def __init__(self, client: SlidesamClient, fov: FieldOfView, model: str, polygon_options: PolygonOptions):
+        self.client = client
+        self.fov = fov
+        self._open = pb.OpenObject(field_of_view=fov.to_pb(), model=model, polygon_options=polygon_options.to_pb())
+        self._history: list[pb.InteractRequest] = []
+        self._stream: _Stream | None = None
+        self.reconnects = 0
+        self.result: ObjectResult = self._retrying(self._connect)
+        self._open.object_id = self.result.object_id
+
+    @property
+    def object_id(self) -> str:
+        return self._open.object_id
+
+    @property
+    def history(self) -> list[pb.InteractRequest]:
+        """Every accepted action after `open`, in order (what a replay sends)."""
+        return list(self._history)
+
+    def click(self, x: float, y: float, positive: bool = True) -> ObjectResult:
+        return self.add_clicks([Click(x, y, positive)])
+
+    def add_clicks(self, clicks: Sequence[Click]) -> ObjectResult:
+        """Adds one or several clicks as one step."""
+        message = pb.AddClicks(clicks=[pb.Click(x=c.x, y=c.y, positive=c.positive) for c in clicks])
+        return self._do(pb.InteractRequest(clicks=message))
+
+    def box(self, x: float, y: float, width: float, height: float) -> ObjectResult:
+        return self._do(pb.InteractRequest(box=pb.SetBox(box=pb.Box(x=x, y=y, width=width, height=height))))
+
+    def undo(self) -> ObjectResult:
+        return self._do(pb.InteractRequest(undo=pb.Undo()))
+
+    def redo(self) -> ObjectResult:
+        return self._do(pb.InteractRequest(redo=pb.Redo()))
+
+    def reset(self) -> ObjectResult:
+        return self._do(pb.InteractRequest(reset=pb.Reset()))
+
+    def finish(self) -> ObjectResult:
+        """The final result; the stream is closed afterwards."""
+        result = self._do(pb.InteractRequest(finish=pb.Finish()))
+        self.close()
+        return result
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def __enter__(self) -> "ObjectSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _do(self, request: pb.InteractRequest) -> ObjectResult:
+        def send() -> ObjectResult:
+            if self._stream is None:
+                self._connect()
+            result = self._checked(self._stream.send(request))
+            self._history.append(request)
+            self.result = result
+            return result
+
+        return self._retrying(send)
+
+    def _retrying(self, operation) -> ObjectResult:
+        """Runs operation, reconnecting and replaying the history when the stream breaks."""
+        for attempt in range(self.client.reconnect_attempts + 1):
+            try:
+                return operation()
+            except _StreamBroken as broken:
+                log.warning("stream to %s broke (%s); replaying %d steps", self.client.address, broken, len(self._history))
+                self._drop_stream()
+                time.sleep(min(0.2 * 2**attempt, 2.0))
+        raise ConnectionLost(f"lost the server at {self.client.address} after {self.client.reconnect_attempts} reconnects")
+
+    def _connect(self) -> ObjectResult:
+        """Opens a stream, opens the object (uploading its pixels if the server lacks them), replays history."""
+        self._stream = self.client._open_stream()
+        try:
+            result = self._open_object()
+            for request in self._history:
+                result = self._checked(self._stream.send(request))
+        except _StreamBroken:
+            self._drop_stream()
+            raise
+        if self._history:
+            self.reconnects += 1
+        return result
+
+    def _open_object(self) -> ObjectResult:
+        request = pb.InteractRequest(open=self._open)
+        try:
+            return self._checked(self._stream.send(request))
+        except ServerError as error:
+            if not SlidesamClient._needs_upload(self.fov, error):
+                raise
+            self.client.upload(self.fov.image)
+            return self._checked(self._stream.send(pb.InteractRequest(open=self._open)))
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            except Exception:  # noqa: BLE001 - the stream is already broken
+                pass
+            self._stream = None
+
+    @staticmethod
+    def _checked(response: pb.InteractResponse) -> ObjectResult:
+        if response.HasField("error"):
+            code = _CODE_BY_NUMBER.get(response.error.code, grpc.StatusCode.UNKNOWN)
+            raise ServerError(code, response.error.message)
+        return ObjectResult(response.result)

