@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -45,10 +44,10 @@ def free_port() -> int:
 
 def start_server(slide_root: Path, port: int, log_path: Path, device: str = "auto") -> subprocess.Popen:
     command = [
-        shutil.which("slidesam-server") or "slidesam-server", "serve",
+        sys.executable, "-m", "server.cli", "serve",
         "--slide-root", str(slide_root), "--port", str(port), "--device", device,
     ]
-    print(f"starting: {' '.join(command)}  (log: {log_path})")
+    print(f"starting: slidesam-server {' '.join(command[4:])}  (log: {log_path})")
     return subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
 
 
