@@ -47,7 +47,7 @@ def start_server(slide_root: Path, port: int, log_path: Path, device: str = "aut
         sys.executable, "-m", "server.cli", "serve",
         "--slide-root", str(slide_root), "--port", str(port), "--device", device,
     ]
-    print(f"starting: slidesam-server {' '.join(command[4:])}  (log: {log_path})")
+    print(f"starting: slidesam-server {' '.join(command[3:])}  (log: {log_path})")
     return subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
 
 
