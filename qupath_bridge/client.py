@@ -31,6 +31,7 @@ _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
+_STRATEGIES = {"": pb.PROMPT_STRATEGY_UNSPECIFIED, "plain": pb.PROMPT_STRATEGY_PLAIN, "consistent": pb.PROMPT_STRATEGY_CONSISTENT}
 _RECONNECTABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 
 
@@ -213,11 +214,16 @@ class SlidesamClient:
         box: tuple[float, float, float, float] | None = None,
         model: str = "",
         polygon_options: PolygonOptions | None = None,
+        strategy: str = "",
     ) -> ObjectResult:
-        """One object from a complete set of prompts (box first, then the clicks in order)."""
+        """One object from a complete set of prompts (box first, then the clicks in order).
+
+        strategy: "plain" (SAM as published), "consistent" (every click honoured) or "" (server default).
+        """
         request = pb.SegmentRequest(
             field_of_view=fov.to_pb(),
             model=model,
+            strategy=_strategy(strategy),
             clicks=[pb.Click(x=c.x, y=c.y, positive=c.positive) for c in clicks],
             polygon_options=(polygon_options or PolygonOptions()).to_pb(),
         )
@@ -232,10 +238,10 @@ class SlidesamClient:
             return ObjectResult(self._unary(self._stub.Segment, request).result)
 
     def open_object(
-        self, fov: FieldOfView, model: str = "", polygon_options: PolygonOptions | None = None
+        self, fov: FieldOfView, model: str = "", polygon_options: PolygonOptions | None = None, strategy: str = ""
     ) -> "ObjectSession":
         """Opens an object on a field of view (the server embeds the region now, so clicks are fast)."""
-        return ObjectSession(self, fov, model, polygon_options or PolygonOptions())
+        return ObjectSession(self, fov, model, polygon_options or PolygonOptions(), strategy)
 
     @staticmethod
     def _needs_upload(fov: FieldOfView, error: ServerError) -> bool:
@@ -250,6 +256,12 @@ class SlidesamClient:
 
     def _open_stream(self) -> "_Stream":
         return _Stream(self._stub)
+
+
+def _strategy(name: str) -> int:
+    if name not in _STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(repr(k) for k in _STRATEGIES)}")
+    return _STRATEGIES[name]
 
 
 _CLOSE = object()
@@ -294,10 +306,12 @@ class ObjectSession:
     Not thread-safe: one session per thread.
     """
 
-    def __init__(self, client: SlidesamClient, fov: FieldOfView, model: str, polygon_options: PolygonOptions):
+    def __init__(self, client: SlidesamClient, fov: FieldOfView, model: str, polygon_options: PolygonOptions, strategy: str = ""):
         self.client = client
         self.fov = fov
-        self._open = pb.OpenObject(field_of_view=fov.to_pb(), model=model, polygon_options=polygon_options.to_pb())
+        self._open = pb.OpenObject(
+            field_of_view=fov.to_pb(), model=model, polygon_options=polygon_options.to_pb(), strategy=_strategy(strategy)
+        )
         self._history: list[pb.InteractRequest] = []
         self._stream: _Stream | None = None
         self.reconnects = 0

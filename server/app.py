@@ -44,6 +44,7 @@ class ServerConfig:
     max_message_bytes: int = 64 * MiB      # largest request or reply
     max_pending: int = 64                  # requests waiting for the model worker
     max_vertices: int = 4000               # default polygon vertex budget
+    strategy: str = "plain"                # default prompt strategy (server/engine/strategies.py)
     grace_seconds: float = 5.0             # graceful shutdown
     checkpoints: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (path or URL, sha256)
     preload: bool = True                   # load the default model at start
@@ -75,7 +76,7 @@ def build_engine(config: ServerConfig, registry: ModelRegistry | None = None) ->
         slides=SlideStore(config.slide_root),
         uploads=UploadStore(max_bytes=config.upload_bytes),
         cache=EmbeddingCache(config.cache_bytes),
-        config=EngineConfig(default_max_vertices=config.max_vertices),
+        config=EngineConfig(default_max_vertices=config.max_vertices, default_strategy=config.strategy),
     )
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from server.app import MiB, ServerConfig, serve_forever
+from server.engine.strategies import STRATEGIES
 from server.errors import SlidesamError
 from server.models.checkpoints import default_model_dir
 from server.models.registry import DEFAULT_MODEL, ModelRegistry
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-message-mb", type=int, default=64, help="largest request or reply in MiB")
     serve.add_argument("--max-pending", type=int, default=64, help="requests that may wait for the model before RESOURCE_EXHAUSTED")
     serve.add_argument("--max-vertices", type=int, default=4000, help="default vertex budget of a result's polygons")
+    serve.add_argument("--strategy", default="plain", choices=sorted(STRATEGIES),
+                       help="default prompt strategy: plain (SAM as published) or consistent (every click honoured)")
     serve.add_argument("--no-preload", action="store_true", help="load the default model on first use, not at start")
     _add_model_options(serve)
 
@@ -105,6 +108,7 @@ def _serve(args: argparse.Namespace) -> None:
         max_message_bytes=args.max_message_mb * MiB,
         max_pending=args.max_pending,
         max_vertices=args.max_vertices,
+        strategy=args.strategy,
         checkpoints=_checkpoints(args),
         preload=not args.no_preload,
     )

@@ -22,6 +22,7 @@ from server.wire import (
     model_infos_to_pb,
     outcome_to_pb,
     polygon_request_from_pb,
+    strategy_from_pb,
 )
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             if not clicks and box is None:
                 raise errors.InvalidArgument("Segment needs at least one click or a box")
             polygons = polygon_request_from_pb(request.polygon_options)
-            outcome, queue_ms = await self.worker.run(_segment, self.engine, fov, request.model, polygons, clicks, box)
+            strategy = strategy_from_pb(request.strategy)
+            outcome, queue_ms = await self.worker.run(_segment, self.engine, fov, request.model, polygons, strategy, clicks, box)
         except Exception as error:  # noqa: BLE001
             await self._abort(context, "Segment", error)
         log.info(
@@ -124,8 +126,9 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             opening = request.open
             fov = field_of_view_from_pb(opening.field_of_view, opening.HasField("field_of_view"))
             polygons = polygon_request_from_pb(opening.polygon_options)
+            strategy = strategy_from_pb(opening.strategy)
             (session, outcome), queue_ms = await self.worker.run(
-                ObjectSession.open, self.engine, fov, opening.model, polygons, opening.object_id
+                ObjectSession.open, self.engine, fov, opening.model, polygons, strategy, opening.object_id
             )
             stream.session = session
             return outcome, queue_ms
@@ -153,13 +156,13 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         await context.abort(code, message)
 
 
-def _segment(engine: Engine, fov, model: str, polygons, clicks, box) -> Outcome:
+def _segment(engine: Engine, fov, model: str, polygons, strategy: str, clicks, box) -> Outcome:
     """Batch segmentation: the box first, then each click as its own step, as an interactive user would.
 
     The timings of the answer add up every step (read and encode happen at most once).
     """
     started = time.perf_counter()
-    session, outcome = ObjectSession.open(engine, fov, model, polygons)
+    session, outcome = ObjectSession.open(engine, fov, model, polygons, strategy)
     steps = [outcome]
     if box is not None:
         steps.append(session.set_box(box))

@@ -87,6 +87,21 @@ def polygon_request_from_pb(message: pb.PolygonOptions) -> PolygonRequest:
     )
 
 
+_STRATEGY_NAMES = {
+    pb.PROMPT_STRATEGY_UNSPECIFIED: "",
+    pb.PROMPT_STRATEGY_PLAIN: "plain",
+    pb.PROMPT_STRATEGY_CONSISTENT: "consistent",
+}
+_STRATEGY_VALUES = {name: value for value, name in _STRATEGY_NAMES.items() if name}
+
+
+def strategy_from_pb(value: int) -> str:
+    """The engine's strategy name ('' = server default); InvalidArgument for values this server lacks."""
+    if value not in _STRATEGY_NAMES:
+        raise InvalidArgument(f"unknown prompt strategy {value}; this server knows {sorted(_STRATEGY_NAMES)}")
+    return _STRATEGY_NAMES[value]
+
+
 def _ring(coordinates: np.ndarray) -> pb.Ring:
     return pb.Ring(xy=coordinates[:-1].ravel().tolist())
 
@@ -132,6 +147,7 @@ def outcome_to_pb(outcome: Outcome, queue_ms: float) -> pb.SegmentationResult:
         can_redo=outcome.can_redo,
         region=pb.Rect(x=view.region.x, y=view.region.y, width=view.region.width, height=view.region.height),
         downsample=view.downsample,
+        strategy=_STRATEGY_VALUES[outcome.strategy],
     )
     if step.box is not None:
         result.box.CopyFrom(pb.Box(x=step.box.x, y=step.box.y, width=step.box.width, height=step.box.height))

@@ -18,7 +18,8 @@ from server.engine.prompts import Box, Click, FieldOfView, PolygonRequest, Slide
 from server.errors import InvalidArgument
 from server.geometry import PolygonOptions, RegionTransform, mask_to_geometry
 from server.models.registry import ModelRegistry, ModelSpec
-from server.models.sam import ImageEmbedding, MaskPrediction, SamModel
+from server.engine.strategies import strategy_named
+from server.models.sam import ImageEmbedding, SamModel
 from server.slides import ArrayImageSource, ImageSource, Rect, SlideStore, plan_region, resolve_downsample
 from server.uploads import UploadStore
 
@@ -76,6 +77,7 @@ EMPTY_PREDICTION = Prediction(shapely.MultiPolygon(), 0.0, None, 0.0, None)
 @dataclass
 class EngineConfig:
     fit_size: int = 1024                 # 'fit' resolution: longest side of the region read
+    default_strategy: str = "plain"      # which candidate mask a step keeps (strategies.py)
     default_max_vertices: int = 4000     # vertex budget when a request sets none
 
 
@@ -134,16 +136,16 @@ class Engine:
         clicks: tuple[Click, ...],
         box: Box | None,
         previous_logits: torch.Tensor | None,
+        new_clicks: int,
+        strategy: str,
         polygons: PolygonOptions,
         timings: Timings,
     ) -> Prediction:
-        """Decodes the prompts against the view's embedding and turns the mask into polygons.
-
-        The first decode of a single click asks SAM for three masks and keeps the best-scoring one
-        (a single point is ambiguous); later decodes are single-mask with the previous logits.
-        """
+        """Decodes the prompts against the view's embedding, keeps one candidate mask by the named
+        strategy (see strategies.py) and turns it into polygons."""
         if not clicks and box is None:
             return EMPTY_PREDICTION
+        choose = strategy_named(strategy)
         embedding = self.embedding(view, timings)
         points = labels = None
         if clicks:
@@ -153,16 +155,20 @@ class Engine:
         if box is not None:
             x0, y0, x1, y1 = box.corners
             sam_box = np.array([*view.to_sam_coordinates(x0, y0), *view.to_sam_coordinates(x1, y1)])
-        multimask = previous_logits is None and box is None and len(clicks) == 1
+        first_single_click = previous_logits is None and box is None and len(clicks) == 1
         started = time.perf_counter()
-        decoded: MaskPrediction = view.model.decode(embedding, points, labels, sam_box, previous_logits, multimask)
+        candidates = view.model.candidates(embedding, points, labels, sam_box, previous_logits)
+        index = choose(candidates, labels if labels is not None else np.zeros(0, np.int64), new_clicks, previous_logits, first_single_click)
+        logits = candidates.logits[index]
+        mask = view.model.upscale(embedding, logits)
         decoded_at = time.perf_counter()
-        geometry = mask_to_geometry(decoded.mask, view.transform, polygons)
+        geometry = mask_to_geometry(mask, view.transform, polygons)
         timings.decode_ms = (decoded_at - started) * 1e3
         timings.postprocess_ms = (time.perf_counter() - decoded_at) * 1e3
         area_px = float(geometry.area)
         mpp = view.source.mpp
-        return Prediction(geometry, decoded.score, decoded.low_res_logits, area_px, area_px * mpp * mpp if mpp else None)
+        score = float(candidates.scores[index])
+        return Prediction(geometry, score, logits[None, None], area_px, area_px * mpp * mpp if mpp else None)
 
     def polygon_options(self, view: View, request: PolygonRequest) -> PolygonOptions:
         """Client polygon settings in level-0 pixels; µm settings need the image's mpp."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 from server.engine.engine import EMPTY_PREDICTION, Engine, Prediction, Timings, View
 from server.engine.prompts import Box, Click, FieldOfView, PolygonRequest, validate_box, validate_click
+from server.engine.strategies import strategy_named
 from server.errors import FailedPrecondition, InvalidArgument
 from server.geometry import PolygonOptions
 
@@ -34,27 +35,34 @@ class Outcome:
     can_undo: bool
     can_redo: bool
     timings: Timings
+    strategy: str
 
 
 class ObjectSession:
     """One object being segmented on one field of view. Call from the model worker thread only."""
 
-    def __init__(self, engine: Engine, view: View, polygons: PolygonOptions, object_id: str = ""):
+    def __init__(self, engine: Engine, view: View, polygons: PolygonOptions, strategy: str, object_id: str = ""):
         self.engine = engine
         self.view = view
         self.polygons = polygons
+        self.strategy = strategy
         self.object_id = object_id or uuid.uuid4().hex
         self._history: list[Step] = [Step((), None, EMPTY_PREDICTION)]
         self._cursor = 0
 
     @classmethod
     def open(
-        cls, engine: Engine, fov: FieldOfView, model: str, polygons: PolygonRequest, object_id: str = ""
+        cls, engine: Engine, fov: FieldOfView, model: str, polygons: PolygonRequest, strategy: str = "", object_id: str = ""
     ) -> tuple["ObjectSession", Outcome]:
-        """Resolves the field of view and computes (or finds) its embedding, so the first click is fast."""
+        """Resolves the field of view and computes (or finds) its embedding, so the first click is fast.
+
+        strategy: which candidate mask each step keeps; empty = the server's default.
+        """
         started = time.perf_counter()
+        strategy = strategy or engine.config.default_strategy
+        strategy_named(strategy)
         view = engine.resolve_view(fov, model)
-        session = cls(engine, view, engine.polygon_options(view, polygons), object_id)
+        session = cls(engine, view, engine.polygon_options(view, polygons), strategy, object_id)
         timings = Timings()
         engine.embedding(view, timings)
         return session, session._outcome(timings, started)
@@ -70,11 +78,11 @@ class ObjectSession:
         checked = tuple(validate_click(click, self.view.region) for click in clicks)
         if len(self.current.clicks) + len(checked) > MAX_CLICKS_PER_OBJECT:
             raise InvalidArgument(f"an object takes at most {MAX_CLICKS_PER_OBJECT} clicks")
-        return self._advance(self.current.clicks + checked, self.current.box)
+        return self._advance(self.current.clicks + checked, self.current.box, new_clicks=len(checked))
 
     def set_box(self, box: Box) -> Outcome:
         """Sets (or replaces) the box prompt as one step."""
-        return self._advance(self.current.clicks, validate_box(box, self.view.region))
+        return self._advance(self.current.clicks, validate_box(box, self.view.region), new_clicks=0)
 
     def reset(self) -> Outcome:
         """Clears every prompt; undoable like any other step."""
@@ -101,11 +109,11 @@ class ObjectSession:
         started = time.perf_counter()
         return self._outcome(Timings(), started)
 
-    def _advance(self, clicks: tuple[Click, ...], box: Box | None) -> Outcome:
+    def _advance(self, clicks: tuple[Click, ...], box: Box | None, new_clicks: int) -> Outcome:
         started = time.perf_counter()
         timings = Timings()
         previous = self.current.prediction.logits
-        prediction = self.engine.predict(self.view, clicks, box, previous, self.polygons, timings)
+        prediction = self.engine.predict(self.view, clicks, box, previous, new_clicks, self.strategy, self.polygons, timings)
         self._push(Step(clicks, box, prediction))
         return self._outcome(timings, started)
 
@@ -124,4 +132,5 @@ class ObjectSession:
             can_undo=self._cursor > 0,
             can_redo=self._cursor < len(self._history) - 1,
             timings=timings,
+            strategy=self.strategy,
         )

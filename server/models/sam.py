@@ -24,10 +24,16 @@ class ImageEmbedding:
 
 
 @dataclass(frozen=True)
-class MaskPrediction:
-    mask: np.ndarray                  # bool, original_size
-    score: float                      # predicted IoU of the kept mask
-    low_res_logits: torch.Tensor      # 1 x 1 x 256 x 256, fed back with the next click
+class Candidates:
+    """Every mask SAM's decoder proposes for one set of prompts, before any is chosen.
+
+    Index 0 is the single-mask output, 1..3 the multimask outputs (SAM returns 0 when asked for one
+    mask and the best of 1..3 when asked for three).
+    """
+
+    logits: torch.Tensor              # 4 x 256 x 256 low-resolution mask logits
+    scores: torch.Tensor              # 4 predicted IoUs
+    points: np.ndarray | None         # N x 2 prompt points in the encoder's input frame (x, y)
 
 
 class SamModel:
@@ -50,21 +56,20 @@ class SamModel:
         return ImageEmbedding(features, tuple(resized.shape[:2]), tuple(image.shape[:2]))
 
     @torch.inference_mode()
-    def decode(
+    def candidates(
         self,
         embedding: ImageEmbedding,
         points: np.ndarray | None,
         labels: np.ndarray | None,
         box: np.ndarray | None,
         previous_logits: torch.Tensor | None,
-        multimask: bool,
-    ) -> MaskPrediction:
-        """Prompt encoder + mask decoder; keeps the best-scoring mask and upscales only that one.
+    ) -> Candidates:
+        """Prompt encoder + mask decoder, one pass, all four masks.
 
         points: N x 2 region pixel coordinates (x, y) as SAM uses them (pixel index; SAM adds 0.5),
         labels: N (1 positive, 0 negative), box: x0, y0, x1, y1 in the same coordinates.
         """
-        point_prompt = None
+        point_prompt, coords = None, None
         if points is not None and len(points):
             coords = self._resize.apply_coords(np.asarray(points, dtype=np.float64), embedding.original_size)
             point_prompt = (
@@ -76,15 +81,16 @@ class SamModel:
             scaled = self._resize.apply_boxes(np.asarray(box, dtype=np.float64)[None], embedding.original_size)
             box_prompt = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)
         sparse, dense = self.sam.prompt_encoder(points=point_prompt, boxes=box_prompt, masks=previous_logits)
-        low_res, scores = self.sam.mask_decoder(
+        logits, scores = self.sam.mask_decoder.predict_masks(
             image_embeddings=embedding.features,
             image_pe=self._dense_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
-            multimask_output=multimask,
         )
-        best = int(torch.argmax(scores[0]))
-        logits = low_res[:, best : best + 1]
-        upscaled = self.sam.postprocess_masks(logits, embedding.input_size, embedding.original_size)
-        mask = (upscaled[0, 0] > self.sam.mask_threshold).cpu().numpy()
-        return MaskPrediction(mask, float(scores[0, best]), logits)
+        return Candidates(logits[0], scores[0], coords)
+
+    @torch.inference_mode()
+    def upscale(self, embedding: ImageEmbedding, logits: torch.Tensor) -> np.ndarray:
+        """One 256 x 256 logit map -> boolean mask at the region's size (SAM's own upscaling)."""
+        upscaled = self.sam.postprocess_masks(logits[None, None], embedding.input_size, embedding.original_size)
+        return (upscaled[0, 0] > self.sam.mask_threshold).cpu().numpy()

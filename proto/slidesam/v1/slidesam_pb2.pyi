@@ -1,10 +1,20 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PromptStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROMPT_STRATEGY_UNSPECIFIED: _ClassVar[PromptStrategy]
+    PROMPT_STRATEGY_PLAIN: _ClassVar[PromptStrategy]
+    PROMPT_STRATEGY_CONSISTENT: _ClassVar[PromptStrategy]
+PROMPT_STRATEGY_UNSPECIFIED: PromptStrategy
+PROMPT_STRATEGY_PLAIN: PromptStrategy
+PROMPT_STRATEGY_CONSISTENT: PromptStrategy
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -191,7 +201,7 @@ class Timings(_message.Message):
     def __init__(self, read_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., postprocess_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., queue_ms: _Optional[float] = ...) -> None: ...
 
 class SegmentationResult(_message.Message):
-    __slots__ = ("object_id", "polygons", "score", "area_px", "area_um2", "mpp_known", "model_id", "timings", "clicks", "box", "step", "can_undo", "can_redo", "region", "downsample")
+    __slots__ = ("object_id", "polygons", "score", "area_px", "area_um2", "mpp_known", "model_id", "timings", "clicks", "box", "step", "can_undo", "can_redo", "region", "downsample", "strategy")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     POLYGONS_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +217,7 @@ class SegmentationResult(_message.Message):
     CAN_REDO_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     DOWNSAMPLE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
     object_id: str
     polygons: _containers.RepeatedCompositeFieldContainer[Polygon]
     score: float
@@ -222,19 +233,22 @@ class SegmentationResult(_message.Message):
     can_redo: bool
     region: Rect
     downsample: float
-    def __init__(self, object_id: _Optional[str] = ..., polygons: _Optional[_Iterable[_Union[Polygon, _Mapping]]] = ..., score: _Optional[float] = ..., area_px: _Optional[float] = ..., area_um2: _Optional[float] = ..., mpp_known: _Optional[bool] = ..., model_id: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., clicks: _Optional[_Iterable[_Union[Click, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., step: _Optional[int] = ..., can_undo: _Optional[bool] = ..., can_redo: _Optional[bool] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., downsample: _Optional[float] = ...) -> None: ...
+    strategy: PromptStrategy
+    def __init__(self, object_id: _Optional[str] = ..., polygons: _Optional[_Iterable[_Union[Polygon, _Mapping]]] = ..., score: _Optional[float] = ..., area_px: _Optional[float] = ..., area_um2: _Optional[float] = ..., mpp_known: _Optional[bool] = ..., model_id: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., clicks: _Optional[_Iterable[_Union[Click, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., step: _Optional[int] = ..., can_undo: _Optional[bool] = ..., can_redo: _Optional[bool] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., downsample: _Optional[float] = ..., strategy: _Optional[_Union[PromptStrategy, str]] = ...) -> None: ...
 
 class OpenObject(_message.Message):
-    __slots__ = ("field_of_view", "model", "polygon_options", "object_id")
+    __slots__ = ("field_of_view", "model", "polygon_options", "object_id", "strategy")
     FIELD_OF_VIEW_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     POLYGON_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
     field_of_view: FieldOfView
     model: str
     polygon_options: PolygonOptions
     object_id: str
-    def __init__(self, field_of_view: _Optional[_Union[FieldOfView, _Mapping]] = ..., model: _Optional[str] = ..., polygon_options: _Optional[_Union[PolygonOptions, _Mapping]] = ..., object_id: _Optional[str] = ...) -> None: ...
+    strategy: PromptStrategy
+    def __init__(self, field_of_view: _Optional[_Union[FieldOfView, _Mapping]] = ..., model: _Optional[str] = ..., polygon_options: _Optional[_Union[PolygonOptions, _Mapping]] = ..., object_id: _Optional[str] = ..., strategy: _Optional[_Union[PromptStrategy, str]] = ...) -> None: ...
 
 class AddClicks(_message.Message):
     __slots__ = ("clicks",)
@@ -303,18 +317,20 @@ class InteractResponse(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., result: _Optional[_Union[SegmentationResult, _Mapping]] = ..., error: _Optional[_Union[StepError, _Mapping]] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("field_of_view", "model", "clicks", "box", "polygon_options")
+    __slots__ = ("field_of_view", "model", "clicks", "box", "polygon_options", "strategy")
     FIELD_OF_VIEW_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLICKS_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
     POLYGON_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
     field_of_view: FieldOfView
     model: str
     clicks: _containers.RepeatedCompositeFieldContainer[Click]
     box: Box
     polygon_options: PolygonOptions
-    def __init__(self, field_of_view: _Optional[_Union[FieldOfView, _Mapping]] = ..., model: _Optional[str] = ..., clicks: _Optional[_Iterable[_Union[Click, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., polygon_options: _Optional[_Union[PolygonOptions, _Mapping]] = ...) -> None: ...
+    strategy: PromptStrategy
+    def __init__(self, field_of_view: _Optional[_Union[FieldOfView, _Mapping]] = ..., model: _Optional[str] = ..., clicks: _Optional[_Iterable[_Union[Click, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., polygon_options: _Optional[_Union[PolygonOptions, _Mapping]] = ..., strategy: _Optional[_Union[PromptStrategy, str]] = ...) -> None: ...
 
 class SegmentResponse(_message.Message):
     __slots__ = ("result",)
