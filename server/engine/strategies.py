@@ -2,10 +2,12 @@
 
 - `plain`: SAM as published. The first decode of a single click keeps the best-scoring multimask
   output; every other decode keeps the single-mask output.
-- `consistent`: keeps every click honoured. Of all four candidates, prefer one that agrees with the
-  click(s) just made (positive inside, negative outside), then the fewest clicks violated overall,
-  then the highest sum of SAM's predicted IoU and the overlap with the previous mask. Click agreement
-  is read from the low-resolution logits at each click, so choosing costs no extra decoder pass.
+- `consistent`: keeps every click honoured and the mask stable. Of all four candidates, prefer one
+  that agrees with the click(s) just made (positive inside, negative outside), then the fewest clicks
+  violated overall, then the largest overlap (IoU) with the previous mask, then SAM's predicted IoU
+  (on the first step, with no previous mask, SAM's single-mask output). Click agreement is read from the
+  low-resolution logits at each click and overlap on the low-resolution masks, so choosing costs no
+  extra decoder pass.
 """
 
 from __future__ import annotations
@@ -52,8 +54,13 @@ def choose_consistent(candidates: Candidates, labels: np.ndarray, new_clicks: in
     inside = _inside_at_points(candidates.logits, candidates.points)
     violated = inside != (np.asarray(labels) == 1)[None, :]
     violates_new = violated[:, len(labels) - new_clicks :].any(axis=1)
-    preference = candidates.scores.float().cpu().numpy() + _overlap_with(candidates.logits, previous)
-    order = np.lexsort((-preference, violated.sum(axis=1), violates_new))
+    if previous is None:  # first step: nothing to stay close to; SAM's single-mask answer is preferred
+        closeness = np.zeros(len(violated))
+        closeness[0] = 1
+    else:
+        closeness = _overlap_with(candidates.logits, previous)
+    scores = candidates.scores.float().cpu().numpy()
+    order = np.lexsort((-scores, -closeness, violated.sum(axis=1), violates_new))
     return int(order[0])
 
 
