@@ -1,0 +1,95 @@
+"""Helpers for the bridge tests: prompt features shaped as QuPath writes them, projects, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from qupath_bridge import cli
+from qupath_bridge.geojson import feature_collection, write_geojson
+from qupath_bridge.geojson_project import GeoJSONProject
+from qupath_bridge.pixels import LocalSlides
+from qupath_bridge.project import ImageEntry
+
+CLASS_COLOURS = {"SAM positive": [0, 200, 0], "SAM negative": [200, 0, 200], "SAM box": [0, 100, 255]}
+
+
+def points(name: str | None, path_class: str, *xy: tuple[float, float]) -> dict:
+    """A QuPath Points annotation (MultiPoint)."""
+    return _feature({"type": "MultiPoint", "coordinates": [[float(x), float(y)] for x, y in xy]}, name, path_class)
+
+
+def box(name: str | None, x: float, y: float, width: float, height: float, path_class: str = "SAM box") -> dict:
+    """A QuPath rectangle annotation (a closed Polygon ring)."""
+    ring = [[x, y], [x + width, y], [x + width, y + height], [x, y + height], [x, y]]
+    return _feature({"type": "Polygon", "coordinates": [[[float(a), float(b)] for a, b in ring]]}, name, path_class)
+
+
+def _feature(geometry: dict, name: str | None, path_class: str) -> dict:
+    properties: dict = {"objectType": "annotation"}
+    if name is not None:
+        properties["name"] = name
+    properties["classification"] = {"name": path_class, "color": CLASS_COLOURS.get(path_class, [255, 255, 0])}
+    return {"type": "Feature", "id": str(uuid.uuid4()), "geometry": geometry, "properties": properties}
+
+
+def geojson_project(folder: Path, slides: list[Path]) -> Path:
+    """A GeoJSON project listing the slides (absolute paths, sizes read with OpenSlide)."""
+    local = LocalSlides()
+    images = [ImageEntry(s.name, str(s.resolve()), s.resolve(), *local.size(s)) for s in slides]
+    local.close()
+    GeoJSONProject.create(folder, images)
+    return folder
+
+
+def write_prompts(project: Path, image: str, features: list[dict]) -> Path:
+    path = project / f"{image}.geojson"
+    write_geojson(path, feature_collection(features))
+    return path
+
+
+def features(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["features"]
+
+
+def results(path: Path) -> list[dict]:
+    """The slidesam result features of an image file."""
+    return [f for f in features(path) if (f["properties"].get("name") or "").startswith("SAM")]
+
+
+def provenance(feature: dict) -> dict:
+    return json.loads(feature["properties"]["metadata"]["description"])
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under folder (backups left out) by relative path."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "backups" not in p.relative_to(folder).parts
+    }
+
+
+def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """`slidesam ARGS` in this process: (exit code, stdout, stderr)."""
+    try:
+        cli.main([*args, "--no-progress"] if args and args[0] not in ("init", "models", "segment") else list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_command(*args: str) -> list[str]:
+    """The command line of `slidesam ARGS` as a separate process."""
+    return [sys.executable, "-m", "qupath_bridge.cli", *args]
+
+
+def run_process(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_command(*args), capture_output=True, text=True, env=env, timeout=timeout)
