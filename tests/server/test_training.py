@@ -1,0 +1,135 @@
+"""Fine-tuning with the real MobileSAM on real tissue: freezing, the enhanced decoder, loss, resume, serving."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from qupath_bridge.client import FieldOfView, SlideImage
+from server.evaluation.datasets import PatchFolder
+from server.evaluation.ground_truth import stain_mask
+from server.models.registry import ModelRegistry
+from server.training.data import Patch, split
+from server.training.enhanced_decoder import EnhancedDecoderConfig
+from server.training.loop import Trainer, TrainConfig
+from server.training.run import train
+from server.training.scenarios import SCENARIOS, set_trainable, with_enhanced_decoder
+from skimage import data as skimage_data
+
+from tests.conftest import SLIDE_ID, make_server
+
+GROUPS = ("image_encoder", "prompt_encoder", "mask_decoder")
+TRAINED = {"md": {"mask_decoder"}, "ie_md": {"image_encoder", "mask_decoder"}, "whole": set(GROUPS), "enhanced": {"mask_decoder"}}
+
+
+@pytest.fixture(scope="module")
+def ihc_tiles(tmp_path_factory) -> Path:
+    """Eight 256 x 256 tiles of scikit-image's real IHC image, DAB-derived masks (ground_truth.stain_mask)."""
+    folder = tmp_path_factory.mktemp("ihc-tiles")
+    rgb = skimage_data.immunohistochemistry()
+    mask = stain_mask(rgb, "dab")
+    for row in range(0, 257, 128):
+        for col in range(0, 257, 128):
+            tile = mask[row : row + 256, col : col + 256]
+            if 0.05 < tile.mean() < 0.95:
+                cv2.imwrite(str(folder / f"ihc-{row}-{col}.png"), cv2.cvtColor(rgb[row : row + 256, col : col + 256], cv2.COLOR_RGB2BGR))
+                cv2.imwrite(str(folder / f"ihc-{row}-{col}_mask.png"), tile.astype(np.uint8) * 255)
+    return folder
+
+
+def fresh_mobile_sam(model_registry) -> torch.nn.Module:
+    return model_registry.load_network(model_registry.spec("mobile_sam"))
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_each_scenario_trains_exactly_its_parts(model_registry, ihc_tiles, scenario, tmp_path):
+    sam = fresh_mobile_sam(model_registry)
+    if scenario == "enhanced":
+        with_enhanced_decoder(sam, EnhancedDecoderConfig())
+    set_trainable(sam, scenario)
+    patch = next(Patch(s.name, s.image, s.gt) for s in PatchFolder(ihc_tiles))
+    trainer = Trainer(sam, TrainConfig(scenario, rounds=2, box_probability=0.0, augmentations_per_patch=1), [patch], [patch], tmp_path, {})
+    rng = np.random.default_rng(0)
+    embedding, target = trainer._example(patch, rng, training=False)
+    loss, _ = trainer.example_loss(embedding, target, rng)
+    loss.backward()
+    for group in GROUPS:
+        parameters = [p for name, p in sam.named_parameters() if name.startswith(group + ".")]
+        if group in TRAINED[scenario]:
+            assert all(p.requires_grad for p in parameters), f"{scenario}: {group} should train"
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in parameters), f"{scenario}: {group} got no gradient"
+        else:
+            assert not any(p.requires_grad for p in parameters), f"{scenario}: {group} should be frozen"
+            assert all(p.grad is None for p in parameters), f"{scenario}: frozen {group} got a gradient"
+
+
+def test_enhanced_decoder_starts_from_the_pretrained_decoder(model_registry):
+    sam = fresh_mobile_sam(model_registry)
+    pretrained = {k: v.clone() for k, v in sam.mask_decoder.state_dict().items()}
+    loaded, new = with_enhanced_decoder(sam, EnhancedDecoderConfig(depth=4, global_grid=16))
+    assert set(loaded) == set(pretrained), "every pretrained decoder tensor has a place in the enhanced decoder"
+    assert new and all(k.startswith(("transformer.layers.2.", "transformer.layers.3.", "global_context.")) for k in new)
+    state = sam.mask_decoder.state_dict()
+    assert all(torch.equal(state[key], pretrained[key]) for key in loaded)
+    image = torch.randn(1, 256, 64, 64)
+    assert torch.equal(sam.mask_decoder.global_context(image, torch.randn(1, 256, 64, 64)), image), "the new block starts as the identity"
+
+
+def test_short_training_lowers_the_validation_loss(model_registry, ihc_tiles, tmp_path):
+    config = TrainConfig("md", epochs=3, batch_size=4, learning_rate=1e-4, augmentations_per_patch=1)
+    path = train(model_registry, "mobile_sam", PatchFolder(ihc_tiles), config, tmp_path, validation_fraction=0.25)
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    losses = [h["val_loss"] for h in history]
+    assert losses[-1] < losses[0], f"validation loss {losses}"
+    sidecar = json.loads(path.with_name(path.stem + ".slidesam.json").read_text())
+    assert sidecar["scenario"] == "md" and sidecar["base_model_id"].startswith("mobile_sam@6dbb") and sidecar["epochs"] == 3
+    assert len(sidecar["data_sha256"]) == 64 and (tmp_path / "loss.png").stat().st_size > 1000
+    assert (tmp_path / "metrics.csv").read_text().startswith("epoch,train_loss,val_loss")
+
+
+def test_save_then_resume_continues_identically(model_registry, ihc_tiles, tmp_path):
+    patches = [Patch(s.name, s.image, s.gt) for s in PatchFolder(ihc_tiles)]
+    training, validation = split(patches, 0.25, 0)
+
+    def trainer(epochs: int, out: Path) -> Trainer:
+        out.mkdir(exist_ok=True)
+        sam = fresh_mobile_sam(model_registry)
+        set_trainable(sam, "md")
+        return Trainer(sam, TrainConfig("md", epochs=epochs, augmentations_per_patch=1), training, validation, out, {})
+
+    straight = trainer(2, tmp_path / "straight")
+    straight.fit()
+    interrupted = trainer(1, tmp_path / "interrupted")
+    interrupted.fit()
+    resumed = trainer(2, tmp_path / "interrupted")
+    resumed.resume(tmp_path / "interrupted" / "last.pt")
+    resumed.fit()
+    a, b = straight.sam.state_dict(), resumed.sam.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert [h["val_loss"] for h in straight.history] == [h["val_loss"] for h in resumed.history]
+
+
+def test_finetuned_enhanced_checkpoint_is_served_and_answers_clicks(model_registry, ihc_tiles, slide_root, synthetic_slide, tmp_path):
+    config = TrainConfig("enhanced", epochs=1, augmentations_per_patch=1)
+    path = train(model_registry, "mobile_sam", PatchFolder(ihc_tiles), config, tmp_path / "ft", name="mobile_sam-enhanced-test")
+    registry = ModelRegistry.create(model_dir=tmp_path / "ft", device=str(model_registry.device))
+    spec = registry.spec("mobile_sam-enhanced-test")
+    assert spec.checkpoint == path and spec.architecture == "vit_t"
+    server = make_server(registry, slide_root)
+    try:
+        from qupath_bridge.client import SlidesamClient
+
+        with SlidesamClient(server.address) as client:
+            assert "mobile_sam-enhanced-test" in {m.name for m in client.list_models()}
+            minx, miny, maxx, maxy = synthetic_slide.object_geometry.bounds
+            fov = FieldOfView(SlideImage(SLIDE_ID), minx - 500, miny - 500, maxx - minx + 1000, maxy - miny + 1000, magnification=5)
+            with client.open_object(fov, model="mobile_sam-enhanced-test") as session:
+                point = synthetic_slide.object_geometry.representative_point()
+                result = session.click(point.x, point.y)
+        assert result.model_id == spec.model_id and not result.geometry.is_empty
+    finally:
+        server.stop()
