@@ -75,8 +75,10 @@ def test_enhanced_decoder_starts_from_the_pretrained_decoder(model_registry):
     assert new and all(k.startswith(("transformer.layers.2.", "transformer.layers.3.", "global_context.")) for k in new)
     state = sam.mask_decoder.state_dict()
     assert all(torch.equal(state[key], pretrained[key]) for key in loaded)
-    image = torch.randn(1, 256, 64, 64)
-    assert torch.equal(sam.mask_decoder.global_context(image, torch.randn(1, 256, 64, 64)), image), "the new block starts as the identity"
+    device = next(sam.parameters()).device
+    image = torch.randn(1, 256, 64, 64, device=device)
+    position = torch.randn(1, 256, 64, 64, device=device)
+    assert torch.equal(sam.mask_decoder.global_context(image, position), image), "the new block starts as the identity"
 
 
 def test_short_training_lowers_the_validation_loss(model_registry, ihc_tiles, tmp_path):
