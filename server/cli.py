@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--name", default="", help="name of the fine-tuned model (default BASE-SCENARIO-DATAHASH)")
     training.add_argument("--epochs", type=int, default=10)
     training.add_argument("--batch-size", type=int, default=4)
-    training.add_argument("--lr", type=float, default=1e-4)
+    training.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (1e-4 drifted SAM's logits in small runs)")
     training.add_argument("--rounds", type=int, default=3, help="prompt rounds per example: the first prompt plus corrections")
     training.add_argument("--augmentations", type=int, default=4, help="fixed augmentations per patch when the encoder is frozen")
     training.add_argument("--validation-fraction", type=float, default=0.25)

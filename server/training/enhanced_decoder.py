@@ -3,12 +3,15 @@
 The paper (Kim et al. 2023) adds a global attention block over the image tokens and more transformer
 layers, and trains the decoder alone; it gives no sizes. Chosen here, and why:
 - `depth = 4` two-way transformer layers (SAM has 2): twice the capacity where prompts meet the image;
-  layers 0-1 start from SAM's weights, layers 2-3 are new.
+  layers 0-1 start from SAM's weights, layers 2-3 are new, each behind a learnable residual gate that
+  starts at zero (a new layer's output is `x + g * (layer(x) - x)`).
 - a global context block before the transformer: every one of the 64 x 64 image tokens attends to the
   tokens average-pooled to `global_grid` x `global_grid` (16 x 16 = 256), with `global_heads` = 8 heads.
   Full self-attention over 4096 tokens costs 16x more (4096^2 versus 4096 x 256 scores per head) for
-  context that pooled tokens already carry. Its output projections start at zero, so the block is the
-  identity when training starts and the decoder begins from SAM's behaviour plus the new layers.
+  context that pooled tokens already carry. Its output projections start at zero.
+So at the start of training the enhanced decoder computes exactly what SAM's decoder computes, and
+training grows the new capacity from there (random new layers without gates disturbed SAM enough that
+a short run could not recover).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from segment_anything.modeling.mask_decoder import MaskDecoder
 from segment_anything.modeling.transformer import TwoWayTransformer
 from torch import nn
 from torch.nn import functional as F
+
+
+SAM_DECODER_DEPTH = 2  # layers SAM's own decoder has, and which load its weights
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,19 @@ class GlobalContextBlock(nn.Module):
         return tokens.transpose(1, 2).reshape(b, c, h, w)
 
 
+class GatedLayer(nn.Module):
+    """A new two-way transformer layer that starts as the identity: x + g * (layer(x) - x), g = 0."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, queries, keys, query_pe, key_pe):
+        new_queries, new_keys = self.layer(queries=queries, keys=keys, query_pe=query_pe, key_pe=key_pe)
+        return queries + self.gate * (new_queries - queries), keys + self.gate * (new_keys - keys)
+
+
 class EnhancedMaskDecoder(MaskDecoder):
     """SAM's MaskDecoder with a global context block and a deeper two-way transformer."""
 
@@ -70,6 +89,9 @@ class EnhancedMaskDecoder(MaskDecoder):
             iou_head_depth=3,
             iou_head_hidden_dim=256,
         )
+        layers = self.transformer.layers
+        for index in range(SAM_DECODER_DEPTH, len(layers)):
+            layers[index] = GatedLayer(layers[index])
         self.config = config
         self.global_context = GlobalContextBlock(transformer_dim, config.global_grid, config.global_heads)
 

@@ -76,9 +76,13 @@ def test_enhanced_decoder_starts_from_the_pretrained_decoder(model_registry):
     state = sam.mask_decoder.state_dict()
     assert all(torch.equal(state[key], pretrained[key]) for key in loaded)
     device = next(sam.parameters()).device
-    image = torch.randn(1, 256, 64, 64, device=device)
-    position = torch.randn(1, 256, 64, 64, device=device)
-    assert torch.equal(sam.mask_decoder.global_context(image, position), image), "the new block starts as the identity"
+    original = fresh_mobile_sam(model_registry).mask_decoder
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(shape, generator=generator).to(device) for shape in ((1, 256, 64, 64), (1, 256, 64, 64), (1, 3, 256), (1, 256, 64, 64))]
+    expected_masks, expected_iou = original.predict_masks(*inputs)
+    masks, iou = sam.mask_decoder.predict_masks(*inputs)
+    assert torch.allclose(masks, expected_masks, atol=1e-4) and torch.allclose(iou, expected_iou, atol=1e-5), \
+        "at the start of training the enhanced decoder computes what SAM's decoder computes"
 
 
 def test_short_training_lowers_the_validation_loss(model_registry, ihc_tiles, tmp_path):
