@@ -177,10 +177,13 @@ class ObjectResult:
 class SlidesamClient:
     """A connection to one slidesam server. Use as a context manager, or call close()."""
 
-    def __init__(self, address: str, *, reconnect_attempts: int = 5, ready_timeout: float = 10.0):
+    def __init__(self, address: str, *, reconnect_attempts: int = 5, ready_timeout: float = 10.0, call_timeout: float = 300.0):
+        """ready_timeout: how long a (re)connection may wait for the server before ConnectionLost;
+        call_timeout: deadline of each unary call (DEADLINE_EXCEEDED after it), so a dead server never hangs a run."""
         self.address = address
         self.reconnect_attempts = reconnect_attempts
         self.ready_timeout = ready_timeout
+        self.call_timeout = call_timeout
         self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.SegmentationStub(self._channel)
 
@@ -247,10 +250,9 @@ class SlidesamClient:
     def _needs_upload(fov: FieldOfView, error: ServerError) -> bool:
         return isinstance(fov.image, UploadedRegion) and error.code is grpc.StatusCode.NOT_FOUND
 
-    @staticmethod
-    def _unary(method, request):
+    def _unary(self, method, request):
         try:
-            return method(request, wait_for_ready=True)
+            return method(request, wait_for_ready=True, timeout=self.call_timeout)
         except grpc.RpcError as error:
             raise ServerError(error.code(), error.details() or "") from None
 
@@ -387,7 +389,9 @@ class ObjectSession:
         raise ConnectionLost(f"lost the server at {self.client.address} after {self.client.reconnect_attempts} reconnects")
 
     def _connect(self) -> ObjectResult:
-        """Opens a stream, opens the object (uploading its pixels if the server lacks them), replays history."""
+        """Waits (at most ready_timeout) for the server, opens a stream, opens the object (uploading its
+        pixels if the server lacks them), and replays the history."""
+        self.client.wait_ready()
         self._stream = self.client._open_stream()
         try:
             result = self._open_object()

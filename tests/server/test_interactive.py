@@ -192,3 +192,22 @@ def test_polygons_are_valid_level0_geometry(client, synthetic_slide):
     frame = shapely.box(fov.x, fov.y, fov.x + fov.width, fov.y + fov.height).buffer(1)
     assert frame.contains(geometry)
     assert result.area_px == pytest.approx(geometry.area, rel=1e-6)
+
+
+def test_an_unreachable_server_fails_fast_instead_of_hanging():
+    import socket
+    import time
+
+    from qupath_bridge.client import ConnectionLost
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with SlidesamClient(f"127.0.0.1:{port}", ready_timeout=1.0, call_timeout=2.0) as client:
+        started = time.monotonic()
+        with pytest.raises(ConnectionLost):
+            client.open_object(FieldOfView(SlideImage(SLIDE_ID), 0, 0, 100, 100))
+        with pytest.raises(ServerError) as error:
+            client.list_models()
+        assert error.value.code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+        assert time.monotonic() - started < 20
