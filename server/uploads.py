@@ -63,7 +63,7 @@ class UploadStore:
         if not data:
             raise InvalidArgument("the uploaded image is empty")
         computed = hashlib.sha256(data).hexdigest()
-        if sha256 is not None and _normalise_sha256(sha256) != computed:
+        if sha256 is not None and normalise_image_sha256(sha256) != computed:
             raise InvalidArgument(
                 f"sha256 mismatch: the request says {sha256} but the server computed {computed} "
                 "from the uploaded bytes; the upload may be truncated or the hash taken of other bytes"
@@ -76,7 +76,7 @@ class UploadStore:
 
     def get(self, sha256: str) -> UploadedImage:
         """The stored image with this SHA-256 (hex)."""
-        key = _normalise_sha256(sha256)
+        key = normalise_image_sha256(sha256)
         image = self._lookup(key)
         if image is None:
             raise NotFound(f"image sha256:{key} is not on this server; upload it first")
@@ -128,7 +128,8 @@ class UploadStore:
             )
 
 
-def _normalise_sha256(sha256: str) -> str:
+def normalise_image_sha256(sha256: str) -> str:
+    """Lower-case hex SHA-256 of an uploaded image; InvalidArgument when malformed."""
     key = sha256.lower() if isinstance(sha256, str) else ""
     if not _SHA256.fullmatch(key):
         raise InvalidArgument(f"malformed sha256 {sha256!r}: expected 64 hexadecimal digits")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import shapely
@@ -15,9 +14,7 @@ from server.engine.session import Outcome
 from server.errors import InvalidArgument
 from server.models.registry import ModelRegistry
 from server.slides import Rect, Resolution
-
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-
+from server.uploads import normalise_image_sha256
 
 def _optional_positive(name: str, value: float) -> float | None:
     """0 means unknown; anything else must be finite and positive."""
@@ -35,11 +32,9 @@ def image_from_pb(message: pb.ImageSource) -> SlideRef | UploadRef:
         return SlideRef(message.slide_id)
     if kind == "uploaded":
         uploaded = message.uploaded
-        if not _SHA256_HEX.match(uploaded.sha256):
-            raise InvalidArgument("field_of_view.image.uploaded.sha256 must be 64 lower-case hex characters")
         downsample = _optional_positive("uploaded.downsample", uploaded.downsample) or 1.0
         return UploadRef(
-            sha256=uploaded.sha256,
+            sha256=normalise_image_sha256(uploaded.sha256),
             origin_x=require_finite("uploaded.origin_x", uploaded.origin_x),
             origin_y=require_finite("uploaded.origin_y", uploaded.origin_y),
             downsample=downsample,

@@ -54,10 +54,9 @@ class View:
         height, width = self.shape
         return RegionTransform(self.region.x, self.region.y, self.region.width / width, self.region.height / height)
 
-    def to_sam_coordinates(self, x: float, y: float) -> tuple[float, float]:
-        """Level-0 point -> SAM's pixel-index coordinates in the region (SAM adds 0.5 for the centre)."""
-        u, v = self.transform.to_region(np.array([[x, y]], dtype=np.float64))[0]
-        return u - 0.5, v - 0.5
+    def to_sam_coordinates(self, points: np.ndarray) -> np.ndarray:
+        """N x 2 level-0 points -> SAM's pixel-index coordinates in the region (SAM adds 0.5 for the centre)."""
+        return self.transform.to_region(points) - 0.5
 
 
 @dataclass(frozen=True)
@@ -149,12 +148,11 @@ class Engine:
         embedding = self.embedding(view, timings)
         points = labels = None
         if clicks:
-            points = np.array([view.to_sam_coordinates(c.x, c.y) for c in clicks], dtype=np.float64)
+            points = view.to_sam_coordinates(np.array([(c.x, c.y) for c in clicks], dtype=np.float64))
             labels = np.array([1 if c.positive else 0 for c in clicks], dtype=np.int64)
         sam_box = None
         if box is not None:
-            x0, y0, x1, y1 = box.corners
-            sam_box = np.array([*view.to_sam_coordinates(x0, y0), *view.to_sam_coordinates(x1, y1)])
+            sam_box = view.to_sam_coordinates(np.array(box.corners, dtype=np.float64).reshape(2, 2)).ravel()
         first_single_click = previous_logits is None and box is None and len(clicks) == 1
         started = time.perf_counter()
         candidates = view.model.candidates(embedding, points, labels, sam_box, previous_logits)

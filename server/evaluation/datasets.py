@@ -54,7 +54,8 @@ class Dataset(Protocol):
     def __iter__(self) -> Iterator[Sample]: ...
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as RGB uint8; ValueError when unreadable."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot read image {path}")
@@ -87,7 +88,7 @@ class PatchFolder:
 
     def __iter__(self) -> Iterator[Sample]:
         for path in self._images:
-            image = _read_rgb(path)
+            image = read_rgb(path)
             mask = cv2.imread(str(self._mask_path(path)), cv2.IMREAD_UNCHANGED)
             if mask is None or mask.shape[:2] != image.shape[:2]:
                 raise ValueError(f"{self._mask_path(path).name} is missing, unreadable or not the size of {path.name}")

@@ -17,14 +17,11 @@ import numpy as np
 import openslide
 from skimage import data as skimage_data
 
+from server.evaluation.datasets import read_rgb
 from server.evaluation.ground_truth import Stain, object_masks
 from server.samples import fetch_cmu_small_region, fetch_stardist_histo, fetch_tia_target_tile
 
 CMU_PATCHES_X10 = {"cmu-top": (86, 0), "cmu-bottom": (86, 919)}  # level-0 origins of 2048 x 2048 windows
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def source_images(cache_dir: Path) -> list[tuple[str, np.ndarray, Stain]]:
@@ -34,8 +31,8 @@ def source_images(cache_dir: Path) -> list[tuple[str, np.ndarray, Stain]]:
         for name, origin in CMU_PATCHES_X10.items():
             window = np.asarray(slide.read_region(origin, 0, (2048, 2048)).convert("RGB"))
             images.append((name, cv2.resize(window, (1024, 1024), interpolation=cv2.INTER_AREA), "hematoxylin"))
-    images.append(("tia-tumour-tile", _read_rgb(fetch_tia_target_tile(cache_dir)), "hematoxylin"))
-    images.append(("stardist-histo", _read_rgb(fetch_stardist_histo(cache_dir)), "hematoxylin"))
+    images.append(("tia-tumour-tile", read_rgb(fetch_tia_target_tile(cache_dir)), "hematoxylin"))
+    images.append(("stardist-histo", read_rgb(fetch_stardist_histo(cache_dir)), "hematoxylin"))
     images.append(("skimage-ihc", skimage_data.immunohistochemistry(), "dab"))
     return images
 
