@@ -1,0 +1,110 @@
+package org.slidesam.client;
+
+import io.grpc.Status;
+import java.util.ArrayList;
+import java.util.List;
+import org.slidesam.v1.Box;
+import org.slidesam.v1.ImageSource;
+import org.slidesam.v1.PromptStrategy;
+import org.slidesam.v1.Ring;
+import org.slidesam.v1.SegmentationResult;
+import org.slidesam.v1.StepError;
+import org.slidesam.v1.UploadedImageRef;
+
+/** Conversions between the plain Java types of this API and the generated protobuf messages. */
+final class Messages {
+
+    private Messages() {
+    }
+
+    static org.slidesam.v1.FieldOfView fieldOfView(FieldOfView fov) {
+        var message = org.slidesam.v1.FieldOfView.newBuilder().setRegion(rect(fov.region()));
+        if (fov.image() instanceof ImageRef.Slide slide) {
+            message.setImage(ImageSource.newBuilder().setSlideId(slide.slideId()));
+        } else if (fov.image() instanceof ImageRef.Uploaded up) {
+            message.setImage(ImageSource.newBuilder().setUploaded(UploadedImageRef.newBuilder()
+                    .setSha256(up.image().sha256()).setOriginX(up.originX()).setOriginY(up.originY())
+                    .setDownsample(up.downsample()).setMpp(up.mpp()).setObjectivePower(up.objectivePower())));
+        }
+        var resolution = org.slidesam.v1.Resolution.newBuilder();
+        switch (fov.resolution().kind()) {
+            case FIT -> { }
+            case MPP -> message.setResolution(resolution.setMpp(fov.resolution().value()));
+            case MAGNIFICATION -> message.setResolution(resolution.setMagnification(fov.resolution().value()));
+            case DOWNSAMPLE -> message.setResolution(resolution.setDownsample(fov.resolution().value()));
+        }
+        return message.build();
+    }
+
+    static org.slidesam.v1.Rect rect(Rect rect) {
+        return org.slidesam.v1.Rect.newBuilder()
+                .setX(rect.x()).setY(rect.y()).setWidth(rect.width()).setHeight(rect.height()).build();
+    }
+
+    static Box box(Rect rect) {
+        return Box.newBuilder().setX(rect.x()).setY(rect.y()).setWidth(rect.width()).setHeight(rect.height()).build();
+    }
+
+    static org.slidesam.v1.Click click(Click click) {
+        return org.slidesam.v1.Click.newBuilder().setX(click.x()).setY(click.y()).setPositive(click.positive()).build();
+    }
+
+    static org.slidesam.v1.PolygonOptions polygonOptions(PolygonOptions options) {
+        return org.slidesam.v1.PolygonOptions.newBuilder()
+                .setSimplifyToleranceUm(options.simplifyToleranceUm()).setSimplifyTolerancePx(options.simplifyTolerancePx())
+                .setMaxVertices(options.maxVertices()).setMinAreaUm2(options.minAreaUm2()).setMinAreaPx(options.minAreaPx())
+                .build();
+    }
+
+    static PromptStrategy strategy(Strategy strategy) {
+        return switch (strategy) {
+            case DEFAULT -> PromptStrategy.PROMPT_STRATEGY_UNSPECIFIED;
+            case PLAIN -> PromptStrategy.PROMPT_STRATEGY_PLAIN;
+            case CONSISTENT -> PromptStrategy.PROMPT_STRATEGY_CONSISTENT;
+        };
+    }
+
+    static Result result(SegmentationResult raw) {
+        var polygons = new ArrayList<Polygon>(raw.getPolygonsCount());
+        for (var polygon : raw.getPolygonsList()) {
+            var holes = new ArrayList<double[]>(polygon.getHolesCount());
+            for (Ring hole : polygon.getHolesList()) {
+                holes.add(ring(hole));
+            }
+            polygons.add(new Polygon(ring(polygon.getExterior()), holes));
+        }
+        List<Click> clicks = raw.getClicksList().stream().map(c -> new Click(c.getX(), c.getY(), c.getPositive())).toList();
+        Box box = raw.hasBox() ? raw.getBox() : null;
+        var t = raw.getTimings();
+        return new Result(
+                raw.getObjectId(), polygons, raw.getScore(), raw.getAreaPx(), raw.getMppKnown() ? raw.getAreaUm2() : Double.NaN,
+                raw.getModelId(), clicks, box == null ? null : new Rect(box.getX(), box.getY(), box.getWidth(), box.getHeight()),
+                raw.getStep(), raw.getCanUndo(), raw.getCanRedo(),
+                new Rect(raw.getRegion().getX(), raw.getRegion().getY(), raw.getRegion().getWidth(), raw.getRegion().getHeight()),
+                raw.getDownsample(),
+                new Result.Timings(t.getReadMs(), t.getEncodeMs(), t.getDecodeMs(), t.getPostprocessMs(), t.getTotalMs(),
+                        t.getQueueMs(), t.getCacheHit()));
+    }
+
+    static ModelInfo modelInfo(org.slidesam.v1.ModelInfo m) {
+        return new ModelInfo(m.getName(), m.getArchitecture(), m.getInputSize(), m.getCheckpointSha256(), m.getDevice(),
+                m.getLoaded(), m.getIsDefault(), m.getAvailable(), m.getDescription());
+    }
+
+    /** A step error of the interactive stream, as the exception a failed call would give. */
+    static ServerException error(StepError error) {
+        return new ServerException(Status.fromCodeValue(error.getCode()).getCode().name(), error.getMessage());
+    }
+
+    static ServerException error(Status status) {
+        return new ServerException(status.getCode().name(), status.getDescription() == null ? "" : status.getDescription());
+    }
+
+    private static double[] ring(Ring ring) {
+        double[] xy = new double[ring.getXyCount()];
+        for (int i = 0; i < xy.length; i++) {
+            xy[i] = ring.getXy(i);
+        }
+        return xy;
+    }
+}
