@@ -8,10 +8,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import os
 import queue
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import grpc
@@ -32,16 +34,29 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 _STRATEGIES = {"": pb.PROMPT_STRATEGY_UNSPECIFIED, "plain": pb.PROMPT_STRATEGY_PLAIN, "consistent": pb.PROMPT_STRATEGY_CONSISTENT}
+TOKEN_ENV = "SLIDESAM_TOKEN"
+RETRY_AFTER_METADATA = "retry-after-ms"
 _RECONNECTABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 
 
 class ServerError(Exception):
-    """The server refused a request; `code` is the gRPC status, `message` says what to change."""
+    """The server refused a request; `code` is the gRPC status, `message` says what to change.
 
-    def __init__(self, code: grpc.StatusCode, message: str):
+    retry_after: with RESOURCE_EXHAUSTED, the seconds the server asks to wait before retrying (or None).
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after: float | None = None):
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+    @classmethod
+    def from_rpc(cls, error: grpc.RpcError) -> "ServerError":
+        """From a failed call, with the retry hint of its trailing metadata."""
+        trailing = dict(error.trailing_metadata() or ())
+        retry_ms = trailing.get(RETRY_AFTER_METADATA)
+        return cls(error.code(), error.details() or "", int(retry_ms) / 1e3 if retry_ms else None)
 
 
 class ConnectionLost(Exception):
@@ -174,17 +189,51 @@ class ObjectResult:
 # Client
 
 
+@dataclass(frozen=True)
+class TlsSettings:
+    """How to reach a TLS server: the CA that signed its certificate (None: the system's roots) and,
+    for mutual TLS, this client's certificate and key (PEM files)."""
+
+    ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Path | None) -> bytes | None:
+            return Path(path).read_bytes() if path is not None else None
+
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
+        return grpc.ssl_channel_credentials(read(self.ca), read(self.client_key), read(self.client_cert))
+
+
 class SlidesamClient:
     """A connection to one slidesam server. Use as a context manager, or call close()."""
 
-    def __init__(self, address: str, *, reconnect_attempts: int = 5, ready_timeout: float = 10.0, call_timeout: float = 300.0):
-        """ready_timeout: how long a (re)connection may wait for the server before ConnectionLost;
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls: TlsSettings | None = None,
+        reconnect_attempts: int = 5,
+        ready_timeout: float = 10.0,
+        call_timeout: float = 300.0,
+    ):
+        """token: the bearer token the server's admin issued (default: $SLIDESAM_TOKEN; none for a server
+        that allows anonymous access); tls: connect over TLS (see TlsSettings);
+        ready_timeout: how long a (re)connection may wait for the server before ConnectionLost;
         call_timeout: deadline of each unary call (DEADLINE_EXCEEDED after it), so a dead server never hangs a run."""
         self.address = address
         self.reconnect_attempts = reconnect_attempts
         self.ready_timeout = ready_timeout
         self.call_timeout = call_timeout
-        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        if tls is None:
+            self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.secure_channel(address, tls.credentials(), options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.SegmentationStub(self._channel)
 
     def __enter__(self) -> "SlidesamClient":
@@ -252,12 +301,12 @@ class SlidesamClient:
 
     def _unary(self, method, request):
         try:
-            return method(request, wait_for_ready=True, timeout=self.call_timeout)
+            return method(request, wait_for_ready=True, timeout=self.call_timeout, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise ServerError(error.code(), error.details() or "") from None
+            raise ServerError.from_rpc(error) from None
 
     def _open_stream(self) -> "_Stream":
-        return _Stream(self._stub)
+        return _Stream(self._stub, self._metadata)
 
 
 def _strategy(name: str) -> int:
@@ -276,9 +325,11 @@ class _StreamBroken(Exception):
 class _Stream:
     """One Interact call: requests go through a queue, each answered by exactly one response."""
 
-    def __init__(self, stub: pb_grpc.SegmentationStub):
+    def __init__(self, stub: pb_grpc.SegmentationStub, metadata: tuple[tuple[str, str], ...]):
         self._requests: queue.Queue = queue.Queue()
-        self._responses: Iterator[pb.InteractResponse] = stub.Interact(iter(self._requests.get, _CLOSE), wait_for_ready=True)
+        self._responses: Iterator[pb.InteractResponse] = stub.Interact(
+            iter(self._requests.get, _CLOSE), wait_for_ready=True, metadata=metadata
+        )
         self._ids = itertools.count(1)
 
     def send(self, request: pb.InteractRequest) -> pb.InteractResponse:
@@ -291,7 +342,7 @@ class _Stream:
         except grpc.RpcError as error:
             if error.code() in _RECONNECTABLE:
                 raise _StreamBroken(f"{error.code().name}: {error.details()}") from None
-            raise ServerError(error.code(), error.details() or "") from None
+            raise ServerError.from_rpc(error) from None
         if response.request_id != request.request_id:
             raise _StreamBroken(f"reply {response.request_id} does not answer request {request.request_id}")
         return response
@@ -426,5 +477,6 @@ class ObjectSession:
     def _checked(response: pb.InteractResponse) -> ObjectResult:
         if response.HasField("error"):
             code = _CODE_BY_NUMBER.get(response.error.code, grpc.StatusCode.UNKNOWN)
-            raise ServerError(code, response.error.message)
+            retry_ms = response.error.retry_after_ms
+            raise ServerError(code, response.error.message, retry_ms / 1e3 if retry_ms else None)
         return ObjectResult(response.result)

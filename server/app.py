@@ -1,4 +1,5 @@
-"""Assembles a running gRPC server: engine, worker, segmentation service, health and reflection."""
+"""Assembles a running gRPC server: engine, scheduler, security, segmentation service, health,
+reflection and metrics."""
 
 from __future__ import annotations
 
@@ -6,48 +7,35 @@ import asyncio
 import logging
 import signal
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import grpc
+import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 
+from server.auth import Authenticator
+from server.config import MiB, ServerConfig
 from server.engine.cache import EmbeddingCache
 from server.engine.engine import Engine, EngineConfig
-from server.engine.worker import ModelWorker
+from server.engine.scheduler import Scheduler
+from server.limits import UserLimiter
+from server.metrics import ServerMetrics
 from server.models.registry import ModelRegistry
-from server.service import SegmentationService
+from server.ownership import ObjectOwnership
+from server.service import SegmentationService, ServiceParts
 from server.slides import SlideStore
+from server.tokens import TokenStore
 from server.uploads import UploadStore
+
+__all__ = ["ServerConfig", "RunningServer", "ServerThread", "build_engine", "serve_forever", "start_server"]
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Segmentation"].full_name
-MiB = 2**20
-
-
-@dataclass
-class ServerConfig:
-    """Everything `slidesam-server serve` can set."""
-
-    slide_root: Path
-    host: str = "127.0.0.1"
-    port: int = 50051                      # 0 picks a free port
-    model_dir: Path | None = None
-    default_model: str = "mobile_sam"
-    device: str = "auto"
-    cache_bytes: int = 1024 * MiB          # image embeddings (4 MiB each at float32)
-    upload_bytes: int = 512 * MiB          # decoded uploaded images
-    max_message_bytes: int = 64 * MiB      # largest request or reply
-    max_pending: int = 64                  # requests waiting for the model worker
-    max_vertices: int = 4000               # default polygon vertex budget
-    strategy: str = "plain"                # default prompt strategy (server/engine/strategies.py)
-    grace_seconds: float = 5.0             # graceful shutdown
-    checkpoints: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (path or URL, sha256)
-    preload: bool = True                   # load the default model at start
+EXPIRY_CHECK_SECONDS = 5.0
 
 
 @dataclass
@@ -55,14 +43,25 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     engine: Engine
-    worker: ModelWorker
+    scheduler: Scheduler
+    service: SegmentationService
     health: health.aio.HealthServicer
+    metrics: ServerMetrics
+    metrics_port: int | None
+    _background: list[asyncio.Task]
+    _metrics_http: object | None
 
     async def stop(self, grace: float | None) -> None:
         """Graceful shutdown: health says NOT_SERVING, in-flight work finishes within grace seconds."""
         await self.health.enter_graceful_shutdown()
+        log.info("draining: health is NOT_SERVING, in-flight requests have %s s", grace)
         await self.server.stop(grace)
-        self.worker.shutdown()
+        for task in self._background:
+            task.cancel()
+        await asyncio.to_thread(self.scheduler.shutdown)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
 
 
 def build_engine(config: ServerConfig, registry: ModelRegistry | None = None) -> Engine:
@@ -74,10 +73,34 @@ def build_engine(config: ServerConfig, registry: ModelRegistry | None = None) ->
     return Engine(
         models=registry,
         slides=SlideStore(config.slide_root),
-        uploads=UploadStore(max_bytes=config.upload_bytes),
-        cache=EmbeddingCache(config.cache_bytes),
-        config=EngineConfig(default_max_vertices=config.max_vertices, default_strategy=config.strategy),
+        uploads=UploadStore(max_bytes=int(config.upload_mb * MiB)),
+        cache=EmbeddingCache(int(config.cache_mb * MiB)),
+        config=EngineConfig(default_max_vertices=config.max_vertices, default_strategy=config.strategy,
+                            cache_dtype=config.cache_dtype),
     )
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
+    """TLS credentials from the config's PEM files; with tls_client_ca, clients must present a certificate."""
+    def read(path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            raise OSError(f"cannot read TLS file {path}: {error.strerror}") from error
+
+    client_ca = read(config.tls_client_ca) if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(read(config.tls_key), read(config.tls_cert))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def _free_cuda_memory(engine: Engine) -> None:
+    dropped = engine.cache.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    log.warning("dropped %d cached embeddings to free GPU memory", dropped)
 
 
 async def start_server(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
@@ -85,24 +108,56 @@ async def start_server(config: ServerConfig, engine: Engine | None = None) -> Ru
     engine = engine or build_engine(config)
     if config.preload:
         engine.models.get(config.default_model)
-    worker = ModelWorker(config.max_pending)
-    options = [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
-    ]
-    server = grpc.aio.server(options=options)
-    pb_grpc.add_SegmentationServicer_to_server(SegmentationService(engine, worker), server)
+    if config.allow_anonymous and config.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("anonymous access is allowed on %s: anyone who can reach this port can use the server", config.host)
+    metrics = ServerMetrics()
+    scheduler = Scheduler(config.scheduler, lambda: _free_cuda_memory(engine), metrics.decoder_batch_size.observe)
+    metrics.watch_queue(scheduler.depth)
+    metrics.watch_cache(engine.cache.stats)
+    tokens = TokenStore(config.tokens_file) if config.tokens_file else None
+    parts = ServiceParts(
+        scheduler=scheduler,
+        authenticator=Authenticator(tokens, config.allow_anonymous, config.default_limits),
+        limiter=UserLimiter(),
+        ownership=ObjectOwnership(config.session_idle_seconds),
+        metrics=metrics,
+    )
+    service = SegmentationService(engine, parts)
+    max_message = int(config.max_message_mb * MiB)
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", max_message),
+        ("grpc.max_send_message_length", max_message),
+    ])
+    pb_grpc.add_SegmentationServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    port = server.add_secure_port(address, server_credentials(config)) if config.tls else server.add_insecure_port(address)
     if port == 0:
-        raise OSError(f"could not listen on {config.host}:{config.port}")
+        raise OSError(f"could not listen on {address}")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("slidesam server listening on %s:%d (models: %s; slide root: %s)", config.host, port, ", ".join(engine.models.names()), config.slide_root)
-    return RunningServer(server, port, engine, worker, health_servicer)
+    metrics_http, metrics_port = None, None
+    if config.metrics_port is not None:
+        metrics_http, _ = metrics.serve(config.metrics_port, config.metrics_host)
+        metrics_port = metrics_http.server_port
+    background = [asyncio.get_running_loop().create_task(_expire_idle_objects(service))]
+    log.info(
+        "slidesam server listening on %s:%d (%s; %s; models: %s; slide root: %s%s)",
+        config.host, port, "TLS" + (" with client certificates" if config.tls_client_ca else "") if config.tls else "plaintext",
+        "tokens from " + str(config.tokens_file) if tokens else "anonymous access",
+        ", ".join(engine.models.names()), config.slide_root,
+        f"; metrics on {config.metrics_host}:{metrics_port}" if metrics_port is not None else "",
+    )
+    return RunningServer(server, port, engine, scheduler, service, health_servicer, metrics, metrics_port, background, metrics_http)
+
+
+async def _expire_idle_objects(service: SegmentationService) -> None:
+    while True:
+        await asyncio.sleep(min(EXPIRY_CHECK_SECONDS, service.ownership.idle_seconds / 2))
+        service.expire_idle_objects()
 
 
 async def serve_forever(config: ServerConfig) -> None:
@@ -125,14 +180,16 @@ class ServerThread:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="slidesam-server", daemon=True)
         self._thread.start()
-        self.running: RunningServer = self._call(start_server(config, engine))
+        self.config = config
+        self.running: RunningServer = self.call(start_server(config, engine))
         self.port = self.running.port
         self.address = f"{config.host}:{self.port}"
 
-    def _call(self, coroutine):
+    def call(self, coroutine):
+        """Runs a coroutine on the server's loop and returns its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def stop(self, grace: float | None = 0) -> None:
-        self._call(self.running.stop(grace))
+        self.call(self.running.stop(grace))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()

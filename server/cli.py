@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
-from server.app import MiB, ServerConfig, serve_forever
+from server.app import serve_forever
+from server.config import ConfigError, ServerConfig, load_config
+from server.logs import configure_logging
+from server.tokens import add_token_commands, run_tokens_command
 from server.engine.strategies import STRATEGIES
 from server.training.scenarios import SCENARIOS
 from server.errors import SlidesamError
@@ -56,27 +58,57 @@ def build_parser() -> argparse.ArgumentParser:
         prog="slidesam-server",
         description="Segment Anything for whole-slide images: a gRPC server that turns clicks into polygons.",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gRPC server",
-                                description="Serve interactive and batch segmentation over gRPC (health and reflection included).")
-    serve.add_argument("--slide-root", type=Path, required=True,
+    serve = commands.add_parser(
+        "serve", help="run the gRPC server",
+        description="Serve interactive and batch segmentation over gRPC (health and reflection included). Settings come "
+                    "from defaults, then --config FILE (TOML, the same names with underscores: cache_mb = 2048), then "
+                    "SLIDESAM_<NAME> environment variables (SLIDESAM_PORT=50052), then these flags.",
+    )
+    S = argparse.SUPPRESS  # unset flags do not override the file or the environment
+    serve.add_argument("--config", type=Path, default=None, metavar="TOML", help="settings file (see docs/server.toml)")
+    serve.add_argument("--slide-root", type=Path, default=S,
                        help="directory whose slides clients may name by relative path (nothing outside it is served)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for a lab network)")
-    serve.add_argument("--port", type=int, default=50051, help="port (0 picks a free one and prints it)")
-    serve.add_argument("--model", default=DEFAULT_MODEL, help="default model for requests that name none (default mobile_sam)")
-    serve.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu, cuda, cuda:1 ...")
-    serve.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    serve.add_argument("--cache-mb", type=int, default=1024, help="embedding cache budget in MiB (one 1024-px region is 4 MiB)")
-    serve.add_argument("--upload-mb", type=int, default=512, help="budget for decoded uploaded images in MiB")
-    serve.add_argument("--max-message-mb", type=int, default=64, help="largest request or reply in MiB")
-    serve.add_argument("--max-pending", type=int, default=64, help="requests that may wait for the model before RESOURCE_EXHAUSTED")
-    serve.add_argument("--max-vertices", type=int, default=4000, help="default vertex budget of a result's polygons")
-    serve.add_argument("--strategy", default="plain", choices=sorted(STRATEGIES),
-                       help="default prompt strategy: plain (SAM as published) or consistent (every click honoured)")
-    serve.add_argument("--no-preload", action="store_true", help="load the default model on first use, not at start")
+    serve.add_argument("--host", default=S, help="address to listen on (default 127.0.0.1; 0.0.0.0 for a lab network)")
+    serve.add_argument("--port", type=int, default=S, help="port (default 50051; 0 picks a free one and prints it)")
+    serve.add_argument("--model", dest="default_model", default=S, help="default model for requests that name none (mobile_sam)")
+    serve.add_argument("--device", default=S, help="torch device: auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    serve.add_argument("--threads", type=int, default=S, help="torch CPU threads (default: torch's choice)")
+    serve.add_argument("--no-preload", dest="preload", action="store_false", default=S, help="load the default model on first use")
+    security = serve.add_argument_group("security")
+    security.add_argument("--tokens-file", type=Path, default=S,
+                          help="the users' tokens (managed with `slidesam-server tokens`); every request must carry one")
+    security.add_argument("--allow-anonymous", action="store_true", default=S,
+                          help="serve requests without a token as user 'anonymous' (only where only trusted users reach the port)")
+    security.add_argument("--tls-cert", type=Path, default=S, help="PEM certificate chain: serve over TLS")
+    security.add_argument("--tls-key", type=Path, default=S, help="PEM private key of --tls-cert")
+    security.add_argument("--tls-client-ca", type=Path, default=S,
+                          help="PEM CA certificate: clients must present a certificate it signed (mutual TLS)")
+    security.add_argument("--max-streams-per-user", type=int, default=S, help="concurrent interactive streams per user (default 4)")
+    security.add_argument("--upload-mb-per-minute", type=float, default=S, help="uploaded MiB per user per minute (default 256)")
+    capacity = serve.add_argument_group("capacity and memory")
+    capacity.add_argument("--cache-mb", type=float, default=S, help="embedding cache budget in MiB (default 1024; one 1024-px region is 4 MiB)")
+    capacity.add_argument("--cache-dtype", choices=["float32", "float16"], default=S,
+                          help="store cached embeddings as float16 to keep twice as many (default float32)")
+    capacity.add_argument("--upload-mb", type=float, default=S, help="budget for decoded uploaded images in MiB (default 512)")
+    capacity.add_argument("--max-message-mb", type=float, default=S, help="largest request or reply in MiB (default 64)")
+    capacity.add_argument("--session-idle-seconds", type=float, default=S, help="free open objects unused this long (default 1800)")
+    capacity.add_argument("--max-pending", type=int, default=S, help="requests waiting for the model before RESOURCE_EXHAUSTED (default 64)")
+    capacity.add_argument("--max-pending-per-user", type=int, default=S, help="requests one user may have waiting (default 16)")
+    capacity.add_argument("--max-batch", type=int, default=S, help="decoder passes of different users run as one batch (default 8; 1 = off)")
+    results = serve.add_argument_group("results")
+    results.add_argument("--max-vertices", type=int, default=S, help="default vertex budget of a result's polygons (4000)")
+    results.add_argument("--strategy", choices=sorted(STRATEGIES), default=S,
+                         help="default prompt strategy: plain (SAM as published) or consistent (every click honoured)")
+    operations = serve.add_argument_group("operations")
+    operations.add_argument("--metrics-port", type=int, default=S, help="serve Prometheus metrics on this port (0 picks one)")
+    operations.add_argument("--metrics-host", default=S, help="address of the metrics endpoint (default 127.0.0.1)")
+    operations.add_argument("--grace-seconds", type=float, default=S, help="on SIGTERM, time in-flight requests get (default 5)")
+    operations.add_argument("--log-format", choices=["text", "json"], default=S, help="text lines or JSON lines (default text)")
     _add_model_options(serve)
+    add_token_commands(commands)
 
     models = commands.add_parser("models", help="list or fetch model checkpoints")
     model_commands = models.add_subparsers(dest="models_command", required=True)
@@ -149,29 +181,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SERVE_FLAGS = {
+    "slide_root", "host", "port", "default_model", "device", "threads", "preload", "tokens_file", "allow_anonymous",
+    "tls_cert", "tls_key", "tls_client_ca", "max_streams_per_user", "upload_mb_per_minute", "cache_mb", "cache_dtype",
+    "upload_mb", "max_message_mb", "session_idle_seconds", "max_pending", "max_pending_per_user", "max_batch",
+    "max_vertices", "strategy", "metrics_port", "metrics_host", "grace_seconds", "log_format", "model_dir",
+}
+
+
+def serve_config(args: argparse.Namespace) -> ServerConfig:
+    """The serve settings from --config, SLIDESAM_* and the flags actually given."""
+    flags = {name: value for name, value in vars(args).items() if name in SERVE_FLAGS}
+    if args.log_level is not None:
+        flags["log_level"] = args.log_level
+    checkpoints = _checkpoints(args)
+    if checkpoints:
+        flags["checkpoints"] = checkpoints
+    try:
+        config = load_config(args.config, flags)
+    except ConfigError as error:
+        raise SystemExit(f"slidesam-server serve: {error}") from error
+    if not config.slide_root.is_dir():
+        raise SystemExit(f"slidesam-server serve: slide root {config.slide_root} is not a directory")
+    return config
+
+
 def _serve(args: argparse.Namespace) -> None:
-    if args.threads:
+    config = serve_config(args)
+    configure_logging(config.log_level, config.log_format)
+    if config.threads:
         import torch
 
-        torch.set_num_threads(args.threads)
-    config = ServerConfig(
-        slide_root=args.slide_root,
-        host=args.host,
-        port=args.port,
-        model_dir=args.model_dir,
-        default_model=args.model,
-        device=args.device,
-        cache_bytes=args.cache_mb * MiB,
-        upload_bytes=args.upload_mb * MiB,
-        max_message_bytes=args.max_message_mb * MiB,
-        max_pending=args.max_pending,
-        max_vertices=args.max_vertices,
-        strategy=args.strategy,
-        checkpoints=_checkpoints(args),
-        preload=not args.no_preload,
-    )
-    if not config.slide_root.is_dir():
-        raise SystemExit(f"--slide-root {config.slide_root} is not a directory")
+        torch.set_num_threads(config.threads)
     asyncio.run(serve_forever(config))
 
 
@@ -253,8 +294,10 @@ def _eval_data(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level or "INFO")
     try:
+        if args.command == "tokens":
+            raise SystemExit(run_tokens_command(args))
         if args.command == "serve":
             _serve(args)
         elif args.command == "eval":

@@ -1,20 +1,27 @@
-"""The gRPC servicer: validate, hand the work to the model worker, map errors to status codes."""
+"""The gRPC servicer: identify the caller, validate, schedule the work on the model, map errors to status codes."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import dataclass, replace
+from functools import partial
 
 import grpc
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 
 from server import errors
+from server.auth import Authenticator, User
 from server.engine.engine import Engine, Timings
+from server.engine.scheduler import Priority, Scheduler
 from server.engine.session import ObjectSession, Outcome
-from server.engine.worker import ModelWorker
+from server.limits import UserLimiter
+from server.metrics import ServerMetrics
+from server.models.preemption import yield_point
+from server.ownership import Claim, ObjectOwnership
 from server.wire import (
     box_from_pb,
     clicks_from_pb,
@@ -23,6 +30,7 @@ from server.wire import (
     outcome_to_pb,
     polygon_request_from_pb,
     strategy_from_pb,
+    validate_object_id,
 )
 
 log = logging.getLogger(__name__)
@@ -34,8 +42,13 @@ _STATUS_OF = {
     errors.ModelUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Cancelled: grpc.StatusCode.CANCELLED,
 }
 _INTERNAL_MESSAGE = "internal error while serving this request; the server log has the details"
+RETRY_AFTER_METADATA = "retry-after-ms"
 
 
 def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
@@ -46,35 +59,72 @@ def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, _INTERNAL_MESSAGE
 
 
-@dataclass
-class _Stream:
-    """What one Interact stream holds: at most one open object."""
+def _retry_after_ms(error: Exception) -> int:
+    seconds = getattr(error, "retry_after_s", None)
+    return max(1, round(seconds * 1e3)) if seconds else 0
 
+
+@dataclass(eq=False)
+class _Stream:
+    """What one Interact stream holds: its user and at most one open object."""
+
+    user: User
+    deadline: float | None
     session: ObjectSession | None = None
+    claim: Claim | None = None
+    detached: str = ""  # why the last object was taken away (expired, reopened elsewhere)
+
+    def detach(self, reason: str) -> None:
+        self.session, self.claim, self.detached = None, None, reason
+
+
+@dataclass
+class ServiceParts:
+    """What the servicer works with besides the engine."""
+
+    scheduler: Scheduler
+    authenticator: Authenticator
+    limiter: UserLimiter
+    ownership: ObjectOwnership
+    metrics: ServerMetrics
 
 
 class SegmentationService(pb_grpc.SegmentationServicer):
-    def __init__(self, engine: Engine, worker: ModelWorker):
+    def __init__(self, engine: Engine, parts: ServiceParts):
         self.engine = engine
-        self.worker = worker
+        self.scheduler = parts.scheduler
+        self.auth = parts.authenticator
+        self.limiter = parts.limiter
+        self.ownership = parts.ownership
+        self.metrics = parts.metrics
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+        try:
+            self._identify(context)
+        except Exception as error:  # noqa: BLE001
+            await self._abort(context, "ListModels", error)
+        self.metrics.requests.labels("ListModels").inc()
         return model_infos_to_pb(self.engine.models)
 
     async def UploadImage(self, request: pb.UploadImageRequest, context) -> pb.UploadImageResponse:
         started = time.perf_counter()
         try:
+            user = self._identify(context)
             present = bool(request.sha256) and request.sha256 in self.engine.uploads
+            if not present:
+                self.limiter.charge_upload(user, len(request.data))
             image = await asyncio.to_thread(self.engine.uploads.put, request.data, request.sha256 or None)
         except Exception as error:  # noqa: BLE001 - every failure becomes a status
             await self._abort(context, "UploadImage", error)
         height, width = image.pixels.shape[:2]
-        log.info("UploadImage sha256=%s %dx%d %.1f ms", image.sha256[:12], width, height, _ms_since(started))
+        self.metrics.requests.labels("UploadImage").inc()
+        log.info("UploadImage user=%s sha256=%s %dx%d %.1f ms", user.name, image.sha256[:12], width, height, _ms_since(started))
         return pb.UploadImageResponse(sha256=image.sha256, width=width, height=height, already_present=present)
 
     async def Segment(self, request: pb.SegmentRequest, context) -> pb.SegmentResponse:
         started = time.perf_counter()
         try:
+            user = self._identify(context)
             fov = field_of_view_from_pb(request.field_of_view, request.HasField("field_of_view"))
             clicks = clicks_from_pb(request.clicks)
             box = box_from_pb(request.box) if request.HasField("box") else None
@@ -82,23 +132,37 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                 raise errors.InvalidArgument("Segment needs at least one click or a box")
             polygons = polygon_request_from_pb(request.polygon_options)
             strategy = strategy_from_pb(request.strategy)
-            outcome, queue_ms = await self.worker.run(_segment, self.engine, fov, request.model, polygons, strategy, clicks, box)
+            outcome, queue_ms = await self.scheduler.run(
+                partial(_segment, self.engine, fov, request.model, polygons, strategy, clicks, box),
+                user=user.name, priority=Priority.BATCH, deadline=_deadline(context),
+            )
         except Exception as error:  # noqa: BLE001
             await self._abort(context, "Segment", error)
+        self._observe("Segment", outcome, queue_ms, Priority.BATCH)
         log.info(
-            "Segment model=%s object=%s clicks=%d total=%.1f ms cache=%s",
-            outcome.view.spec.model_id, outcome.object_id[:8], len(clicks), _ms_since(started), _hit(outcome),
+            "Segment user=%s model=%s object=%s clicks=%d total=%.1f ms queue=%.1f ms cache=%s",
+            user.name, outcome.view.spec.model_id, outcome.object_id[:8], len(clicks), _ms_since(started), queue_ms, _hit(outcome),
         )
         return pb.SegmentResponse(result=outcome_to_pb(outcome, queue_ms))
 
     async def Interact(self, request_iterator, context):
-        stream = _Stream()
+        try:
+            user = self._identify(context)
+            slot = self.limiter.stream(user)
+            slot.__enter__()
+        except Exception as error:  # noqa: BLE001
+            await self._abort(context, "Interact", error)
+        stream = _Stream(user, _deadline(context))
+        self.metrics.active_streams.inc()
         try:
             async for request in request_iterator:
                 yield await self._interact_step(stream, request)
         finally:
-            if stream.session is not None:
-                log.info("Interact stream closed with object %s still open; dropped", stream.session.object_id[:8])
+            self.metrics.active_streams.dec()
+            slot.__exit__(None, None, None)
+            if stream.claim is not None:
+                log.info("Interact stream of %s closed with object %s open; freed", user.name, stream.claim.object_id[:8])
+                self._release(stream)
 
     async def _interact_step(self, stream: _Stream, request: pb.InteractRequest) -> pb.InteractResponse:
         started = time.perf_counter()
@@ -107,53 +171,107 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             outcome, queue_ms = await self._apply(stream, request, action)
         except Exception as error:  # noqa: BLE001 - a bad step must not end the stream
             code, message = status_of(error)
+            self.metrics.errors.labels(f"Interact.{action}", code.name).inc()
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("Interact %s failed", action)
             else:
-                log.info("Interact %s refused (%s): %s", action, code.name, message)
-            return pb.InteractResponse(request_id=request.request_id, error=pb.StepError(code=code.value[0], message=message))
+                log.info("Interact %s user=%s refused (%s): %s", action, stream.user.name, code.name, message)
+            error_pb = pb.StepError(code=code.value[0], message=message, retry_after_ms=_retry_after_ms(error))
+            return pb.InteractResponse(request_id=request.request_id, error=error_pb)
+        self._observe(f"Interact.{action}", outcome, queue_ms, Priority.INTERACTIVE)
+        if action in ("clicks", "box"):
+            self.metrics.click_seconds.observe(_ms_since(started) / 1e3)
         log.info(
-            "Interact %s model=%s object=%s step=%d total=%.1f ms decode=%.1f ms cache=%s",
-            action, outcome.view.spec.model_id, outcome.object_id[:8], outcome.step_index,
-            _ms_since(started), outcome.timings.decode_ms, _hit(outcome),
+            "Interact %s user=%s model=%s object=%s step=%d total=%.1f ms queue=%.1f ms decode=%.1f ms cache=%s",
+            action, stream.user.name, outcome.view.spec.model_id, outcome.object_id[:8], outcome.step_index,
+            _ms_since(started), queue_ms, outcome.timings.decode_ms, _hit(outcome),
         )
         return pb.InteractResponse(request_id=request.request_id, result=outcome_to_pb(outcome, queue_ms))
 
     async def _apply(self, stream: _Stream, request: pb.InteractRequest, action: str | None) -> tuple[Outcome, float]:
         if action is None:
             raise errors.InvalidArgument("an InteractRequest needs an action: open, clicks, box, undo, redo, reset or finish")
+        run = partial(self.scheduler.run, user=stream.user.name, priority=Priority.INTERACTIVE, deadline=stream.deadline)
         if action == "open":
-            opening = request.open
-            fov = field_of_view_from_pb(opening.field_of_view, opening.HasField("field_of_view"))
-            polygons = polygon_request_from_pb(opening.polygon_options)
-            strategy = strategy_from_pb(opening.strategy)
-            (session, outcome), queue_ms = await self.worker.run(
-                ObjectSession.open, self.engine, fov, opening.model, polygons, strategy, opening.object_id
-            )
-            stream.session = session
-            return outcome, queue_ms
+            return await self._open(stream, request.open, run)
         session = stream.session
         if session is None:
+            if stream.detached:
+                raise errors.FailedPrecondition(stream.detached)
             raise errors.FailedPrecondition(f"no object is open on this stream: send `open` with a field of view before `{action}`")
+        self.ownership.touch(stream.claim)
         if action == "clicks":
-            return await self.worker.run(session.add_clicks, clicks_from_pb(request.clicks.clicks))
+            clicks = clicks_from_pb(request.clicks.clicks)
+            return await run(partial(session.pending_clicks, clicks), light=True, batchable=True)
         if action == "box":
             if not request.box.HasField("box"):
                 raise errors.InvalidArgument("a box message needs a box (level-0 x, y, width, height)")
-            return await self.worker.run(session.set_box, box_from_pb(request.box.box))
+            return await run(partial(session.pending_box, box_from_pb(request.box.box)), light=True, batchable=True)
         if action == "finish":
-            stream.session = None
+            self._release(stream)
             return session.finish(), 0.0
         return {"undo": session.undo, "redo": session.redo, "reset": session.reset}[action](), 0.0
 
-    @staticmethod
-    async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exception) -> None:
+    async def _open(self, stream: _Stream, opening: pb.OpenObject, run) -> tuple[Outcome, float]:
+        fov = field_of_view_from_pb(opening.field_of_view, opening.HasField("field_of_view"))
+        polygons = polygon_request_from_pb(opening.polygon_options)
+        strategy = strategy_from_pb(opening.strategy)
+        object_id = validate_object_id(opening.object_id) or uuid.uuid4().hex
+        claim = self.ownership.claim(object_id, stream.user.name, stream.detach)
+        try:
+            (session, outcome), queue_ms = await run(
+                partial(ObjectSession.open, self.engine, fov, opening.model, polygons, strategy, object_id)
+            )
+        except BaseException:
+            self.ownership.release(claim)
+            raise
+        if stream.claim is not None and stream.claim is not claim:
+            self.ownership.release(stream.claim)
+        stream.session, stream.claim, stream.detached = session, claim, ""
+        self.metrics.open_objects.set(len(self.ownership))
+        return outcome, queue_ms
+
+    def _release(self, stream: _Stream) -> None:
+        if stream.claim is not None:
+            self.ownership.release(stream.claim)
+        stream.detach("")
+        self.metrics.open_objects.set(len(self.ownership))
+
+    def expire_idle_objects(self) -> list[str]:
+        """Frees objects nobody used for the idle timeout (called periodically by the app)."""
+        expired = self.ownership.expire_idle()
+        if expired:
+            self.metrics.expired_objects.inc(len(expired))
+            self.metrics.open_objects.set(len(self.ownership))
+            log.info("expired %d idle objects: %s", len(expired), ", ".join(object_id[:8] for object_id in expired))
+        return expired
+
+    def _identify(self, context: grpc.aio.ServicerContext) -> User:
+        return self.auth.identify(context.invocation_metadata())
+
+    def _observe(self, method: str, outcome: Outcome, queue_ms: float, priority: Priority) -> None:
+        self.metrics.requests.labels(method).inc()
+        self.metrics.queue_seconds.labels(priority.name.lower()).observe(queue_ms / 1e3)
+        if outcome.timings.encode_ms:
+            self.metrics.encode_seconds.observe(outcome.timings.encode_ms / 1e3)
+
+    async def _abort(self, context: grpc.aio.ServicerContext, method: str, error: Exception) -> None:
         code, message = status_of(error)
+        self.metrics.errors.labels(method, code.name).inc()
         if code is grpc.StatusCode.INTERNAL:
             log.exception("%s failed", method)
         else:
             log.info("%s refused (%s): %s", method, code.name, message)
+        retry_after = _retry_after_ms(error)
+        if retry_after:
+            context.set_trailing_metadata(((RETRY_AFTER_METADATA, str(retry_after)),))
         await context.abort(code, message)
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's deadline on time.monotonic()'s clock, when the client set one."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 def _segment(engine: Engine, fov, model: str, polygons, strategy: str, clicks, box) -> Outcome:
@@ -167,6 +285,7 @@ def _segment(engine: Engine, fov, model: str, polygons, strategy: str, clicks, b
     if box is not None:
         steps.append(session.set_box(box))
     for click in clicks:
+        yield_point()
         steps.append(session.add_clicks([click]))
     total = Timings(cache_hit=steps[0].timings.cache_hit, total_ms=_ms_since(started))
     for step in steps:

@@ -167,3 +167,13 @@ def model_infos_to_pb(registry: ModelRegistry) -> pb.ListModelsResponse:
             )
         )
     return pb.ListModelsResponse(models=models)
+
+
+MAX_OBJECT_ID_LENGTH = 128
+
+
+def validate_object_id(object_id: str) -> str:
+    """A client-chosen object id: up to 128 printable characters (QuPath's UUIDs fit); empty means 'pick one'."""
+    if len(object_id) > MAX_OBJECT_ID_LENGTH or not object_id.isprintable():
+        raise InvalidArgument(f"object_id must be at most {MAX_OBJECT_ID_LENGTH} printable characters")
+    return object_id

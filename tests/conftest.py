@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SLIDE_ID = "cases/tumour.svs"
-TEST_MAX_MESSAGE_BYTES = 8 * 2**20
+TEST_MAX_MESSAGE_MB = 8
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +42,8 @@ def make_server(registry, slide_root: Path, port: int = 0, **overrides):
     """A real gRPC server on a loopback port, sharing the already loaded model."""
     from server.app import ServerConfig, ServerThread, build_engine
 
-    config = ServerConfig(slide_root=slide_root, port=port, preload=False, max_message_bytes=TEST_MAX_MESSAGE_BYTES, **overrides)
+    settings = {"slide_root": slide_root, "port": port, "preload": False, "max_message_mb": TEST_MAX_MESSAGE_MB, "allow_anonymous": True}
+    config = ServerConfig(**(settings | overrides))
     return ServerThread(config, build_engine(config, registry))
 
 

@@ -66,6 +66,15 @@ class EmbeddingCache:
             self._entries[key] = embedding
             self._bytes += size
 
+    def clear(self) -> int:
+        """Evicts every embedding (after a CUDA out-of-memory error); returns how many were held."""
+        with self._lock:
+            count = len(self._entries)
+            self._entries.clear()
+            self._bytes = 0
+            self._evictions += count
+            return count
+
     def __contains__(self, key: EmbeddingKey) -> bool:
         with self._lock:
             return key in self._entries

@@ -19,7 +19,7 @@ from server.errors import InvalidArgument
 from server.geometry import PolygonOptions, RegionTransform, mask_to_geometry
 from server.models.registry import ModelRegistry, ModelSpec
 from server.engine.strategies import strategy_named
-from server.models.sam import ImageEmbedding, SamModel
+from server.models.sam import Candidates, DecodeInput, ImageEmbedding, SamModel
 from server.slides import ArrayImageSource, ImageSource, Rect, SlideStore, plan_region, resolve_downsample
 from server.uploads import UploadStore
 
@@ -73,11 +73,15 @@ class Prediction:
 EMPTY_PREDICTION = Prediction(shapely.MultiPolygon(), 0.0, None, 0.0, None)
 
 
+CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
 @dataclass
 class EngineConfig:
     fit_size: int = 1024                 # 'fit' resolution: longest side of the region read
     default_strategy: str = "plain"      # which candidate mask a step keeps (strategies.py)
     default_max_vertices: int = 4000     # vertex budget when a request sets none
+    cache_dtype: str = "float32"         # how cached embeddings are stored: float32 or float16 (half the bytes)
 
 
 @dataclass
@@ -126,8 +130,49 @@ class Engine:
         embedding = view.model.encode(image.pixels)
         timings.read_ms = (read_done - started) * 1e3
         timings.encode_ms = (time.perf_counter() - read_done) * 1e3
-        self.cache.put(view.key, embedding)
+        self.cache.put(view.key, embedding.with_dtype(CACHE_DTYPES[self.config.cache_dtype]))
         return embedding
+
+    def decode_input(
+        self, view: View, clicks: tuple[Click, ...], box: Box | None, previous_logits: torch.Tensor | None, timings: Timings
+    ) -> DecodeInput:
+        """The decoder pass for these prompts: the view's embedding (read + encoded on a cache miss)
+        and the prompts in SAM's coordinates."""
+        embedding = self.embedding(view, timings)
+        points = labels = None
+        if clicks:
+            points = view.to_sam_coordinates(np.array([(c.x, c.y) for c in clicks], dtype=np.float64))
+            labels = np.array([1 if c.positive else 0 for c in clicks], dtype=np.int64)
+        sam_box = None
+        if box is not None:
+            sam_box = view.to_sam_coordinates(np.array(box.corners, dtype=np.float64).reshape(2, 2)).ravel()
+        return DecodeInput(embedding, points, labels, sam_box, previous_logits)
+
+    def prediction(
+        self,
+        view: View,
+        decode: DecodeInput,
+        candidates: Candidates,
+        new_clicks: int,
+        strategy: str,
+        polygons: PolygonOptions,
+        timings: Timings,
+    ) -> Prediction:
+        """Keeps one candidate mask by the named strategy (see strategies.py), upscales it and draws its polygons."""
+        labels = decode.labels if decode.labels is not None else np.zeros(0, np.int64)
+        first_single_click = decode.previous_logits is None and decode.box is None and len(labels) == 1
+        started = time.perf_counter()
+        index = strategy_named(strategy)(candidates, labels, new_clicks, decode.previous_logits, first_single_click)
+        logits = candidates.logits[index]
+        mask = view.model.upscale(decode.embedding, logits)
+        upscaled_at = time.perf_counter()
+        geometry = mask_to_geometry(mask, view.transform, polygons)
+        timings.decode_ms += (upscaled_at - started) * 1e3
+        timings.postprocess_ms = (time.perf_counter() - upscaled_at) * 1e3
+        area_px = float(geometry.area)
+        mpp = view.source.mpp
+        score = float(candidates.scores[index])
+        return Prediction(geometry, score, logits[None, None], area_px, area_px * mpp * mpp if mpp else None)
 
     def predict(
         self,
@@ -140,33 +185,15 @@ class Engine:
         polygons: PolygonOptions,
         timings: Timings,
     ) -> Prediction:
-        """Decodes the prompts against the view's embedding, keeps one candidate mask by the named
-        strategy (see strategies.py) and turns it into polygons."""
+        """Decodes the prompts against the view's embedding and draws the kept mask (one decoder pass)."""
         if not clicks and box is None:
             return EMPTY_PREDICTION
-        choose = strategy_named(strategy)
-        embedding = self.embedding(view, timings)
-        points = labels = None
-        if clicks:
-            points = view.to_sam_coordinates(np.array([(c.x, c.y) for c in clicks], dtype=np.float64))
-            labels = np.array([1 if c.positive else 0 for c in clicks], dtype=np.int64)
-        sam_box = None
-        if box is not None:
-            sam_box = view.to_sam_coordinates(np.array(box.corners, dtype=np.float64).reshape(2, 2)).ravel()
-        first_single_click = previous_logits is None and box is None and len(clicks) == 1
+        strategy_named(strategy)
+        decode = self.decode_input(view, clicks, box, previous_logits, timings)
         started = time.perf_counter()
-        candidates = view.model.candidates(embedding, points, labels, sam_box, previous_logits)
-        index = choose(candidates, labels if labels is not None else np.zeros(0, np.int64), new_clicks, previous_logits, first_single_click)
-        logits = candidates.logits[index]
-        mask = view.model.upscale(embedding, logits)
-        decoded_at = time.perf_counter()
-        geometry = mask_to_geometry(mask, view.transform, polygons)
-        timings.decode_ms = (decoded_at - started) * 1e3
-        timings.postprocess_ms = (time.perf_counter() - decoded_at) * 1e3
-        area_px = float(geometry.area)
-        mpp = view.source.mpp
-        score = float(candidates.scores[index])
-        return Prediction(geometry, score, logits[None, None], area_px, area_px * mpp * mpp if mpp else None)
+        candidates = view.model.candidates(decode.embedding, decode.points, decode.labels, decode.box, decode.previous_logits)
+        timings.decode_ms = (time.perf_counter() - started) * 1e3
+        return self.prediction(view, decode, candidates, new_clicks, strategy, polygons, timings)
 
     def polygon_options(self, view: View, request: PolygonRequest) -> PolygonOptions:
         """Client polygon settings in level-0 pixels; µm settings need the image's mpp."""

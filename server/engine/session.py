@@ -11,6 +11,7 @@ from server.engine.prompts import Box, Click, FieldOfView, PolygonRequest, valid
 from server.engine.strategies import strategy_named
 from server.errors import FailedPrecondition, InvalidArgument
 from server.geometry import PolygonOptions
+from server.models.sam import Candidates, PendingDecode
 
 MAX_CLICKS_PER_OBJECT = 256
 
@@ -73,16 +74,24 @@ class ObjectSession:
 
     def add_clicks(self, clicks: list[Click]) -> Outcome:
         """Adds one or several clicks as one step (one decode with all prompts so far)."""
+        return _decode_now(self.pending_clicks(clicks))
+
+    def set_box(self, box: Box) -> Outcome:
+        """Sets (or replaces) the box prompt as one step."""
+        return _decode_now(self.pending_box(box))
+
+    def pending_clicks(self, clicks: list[Click]) -> PendingDecode[Outcome]:
+        """add_clicks, stopped before the decoder pass so that a scheduler can batch it with others."""
         if not clicks:
             raise InvalidArgument("a clicks message needs at least one click")
         checked = tuple(validate_click(click, self.view.region) for click in clicks)
         if len(self.current.clicks) + len(checked) > MAX_CLICKS_PER_OBJECT:
             raise InvalidArgument(f"an object takes at most {MAX_CLICKS_PER_OBJECT} clicks")
-        return self._advance(self.current.clicks + checked, self.current.box, new_clicks=len(checked))
+        return self._pending(self.current.clicks + checked, self.current.box, new_clicks=len(checked))
 
-    def set_box(self, box: Box) -> Outcome:
-        """Sets (or replaces) the box prompt as one step."""
-        return self._advance(self.current.clicks, validate_box(box, self.view.region), new_clicks=0)
+    def pending_box(self, box: Box) -> PendingDecode[Outcome]:
+        """set_box, stopped before the decoder pass."""
+        return self._pending(self.current.clicks, validate_box(box, self.view.region), new_clicks=0)
 
     def reset(self) -> Outcome:
         """Clears every prompt; undoable like any other step."""
@@ -109,13 +118,21 @@ class ObjectSession:
         started = time.perf_counter()
         return self._outcome(Timings(), started)
 
-    def _advance(self, clicks: tuple[Click, ...], box: Box | None, new_clicks: int) -> Outcome:
+    def _pending(self, clicks: tuple[Click, ...], box: Box | None, new_clicks: int) -> PendingDecode[Outcome]:
         started = time.perf_counter()
         timings = Timings()
-        previous = self.current.prediction.logits
-        prediction = self.engine.predict(self.view, clicks, box, previous, new_clicks, self.strategy, self.polygons, timings)
-        self._push(Step(clicks, box, prediction))
-        return self._outcome(timings, started)
+        decode = self.engine.decode_input(self.view, clicks, box, self.current.prediction.logits, timings)
+        position = (len(self._history), self._cursor)
+
+        def complete(candidates: Candidates, decode_ms: float) -> Outcome:
+            if (len(self._history), self._cursor) != position:
+                raise FailedPrecondition("the object changed while this step waited for the decoder; send it again")
+            timings.decode_ms = decode_ms
+            prediction = self.engine.prediction(self.view, decode, candidates, new_clicks, self.strategy, self.polygons, timings)
+            self._push(Step(clicks, box, prediction))
+            return self._outcome(timings, started)
+
+        return PendingDecode(self.view.model, decode, complete)
 
     def _push(self, step: Step) -> None:
         del self._history[self._cursor + 1 :]
@@ -134,3 +151,11 @@ class ObjectSession:
             timings=timings,
             strategy=self.strategy,
         )
+
+
+def _decode_now(pending: PendingDecode[Outcome]) -> Outcome:
+    """Runs a pending step's decoder pass at once (no batching)."""
+    item = pending.input
+    started = time.perf_counter()
+    candidates = pending.model.candidates(item.embedding, item.points, item.labels, item.box, item.previous_logits)
+    return pending.complete(candidates, (time.perf_counter() - started) * 1e3)

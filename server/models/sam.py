@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable, Generic, TypeVar
 
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
+from segment_anything.modeling import MaskDecoder, Sam
 from segment_anything.utils.transforms import ResizeLongestSide
+
+from server.models.encoder_steps import encode_in_steps
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,12 @@ class ImageEmbedding:
     def nbytes(self) -> int:
         return self.features.element_size() * self.features.nelement()
 
+    def with_dtype(self, dtype: torch.dtype) -> "ImageEmbedding":
+        """The same embedding with its features stored as dtype (fp16 halves the cache's bytes)."""
+        if self.features.dtype == dtype:
+            return self
+        return replace(self, features=self.features.to(dtype))
+
 
 @dataclass(frozen=True)
 class Candidates:
@@ -34,6 +45,27 @@ class Candidates:
     logits: torch.Tensor              # 4 x 256 x 256 low-resolution mask logits
     scores: torch.Tensor              # 4 predicted IoUs
     points: np.ndarray | None         # N x 2 prompt points in the encoder's input frame (x, y)
+
+
+@dataclass(frozen=True)
+class DecodeInput:
+    """One decoder pass to make: an embedding and the prompts in region pixel coordinates."""
+
+    embedding: ImageEmbedding
+    points: np.ndarray | None
+    labels: np.ndarray | None
+    box: np.ndarray | None
+    previous_logits: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class PendingDecode(Generic[T]):
+    """Work that needs one decoder pass to finish: whoever runs the decoder (possibly batched with
+    other users' passes) calls complete(candidates, decode_ms) for the result."""
+
+    model: "SamModel"
+    input: DecodeInput
+    complete: Callable[[Candidates, float], T]
 
 
 class SamModel:
@@ -52,7 +84,7 @@ class SamModel:
         """RGB uint8 H x W x 3 -> embedding (the expensive step: done once per region)."""
         resized = self._resize.apply_image(image)
         tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        features = self.sam.image_encoder(self.sam.preprocess(tensor))
+        features = encode_in_steps(self.sam.image_encoder, self.sam.preprocess(tensor))
         return ImageEmbedding(features, tuple(resized.shape[:2]), tuple(image.shape[:2]))
 
     @torch.inference_mode()
@@ -69,25 +101,81 @@ class SamModel:
         points: N x 2 region pixel coordinates (x, y) as SAM uses them (pixel index; SAM adds 0.5),
         labels: N (1 positive, 0 negative), box: x0, y0, x1, y1 in the same coordinates.
         """
-        point_prompt, coords = None, None
-        if points is not None and len(points):
-            coords = self._resize.apply_coords(np.asarray(points, dtype=np.float64), embedding.original_size)
-            point_prompt = (
-                torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None],
-                torch.as_tensor(labels, dtype=torch.int64, device=self.device)[None],
-            )
-        box_prompt = None
-        if box is not None:
-            scaled = self._resize.apply_boxes(np.asarray(box, dtype=np.float64)[None], embedding.original_size)
-            box_prompt = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)
-        sparse, dense = self.sam.prompt_encoder(points=point_prompt, boxes=box_prompt, masks=previous_logits)
+        sparse, dense, coords = self._encode_prompts(DecodeInput(embedding, points, labels, box, previous_logits))
         logits, scores = self.sam.mask_decoder.predict_masks(
-            image_embeddings=embedding.features,
+            image_embeddings=self._features(embedding),
             image_pe=self._dense_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
         )
         return Candidates(logits[0], scores[0], coords)
+
+    @torch.inference_mode()
+    def candidates_many(self, inputs: list[DecodeInput]) -> list[Candidates]:
+        """Candidates for several decoder passes (any images), batched where prompts have the same shape.
+
+        Passes with the same number of prompt tokens share one batched run of SAM's mask decoder; the
+        rest (and decoders of another kind, e.g. the enhanced decoder) run one at a time. Batched and
+        single runs agree to float rounding.
+        """
+        if len(inputs) == 1 or type(self.sam.mask_decoder) is not MaskDecoder:
+            return [self.candidates(i.embedding, i.points, i.labels, i.box, i.previous_logits) for i in inputs]
+        encoded = [self._encode_prompts(item) for item in inputs]
+        groups: dict[int, list[int]] = {}
+        for index, (sparse, _, _) in enumerate(encoded):
+            groups.setdefault(sparse.shape[1], []).append(index)
+        results: list[Candidates | None] = [None] * len(inputs)
+        for indices in groups.values():
+            logits, scores = self._decode_batch(
+                torch.cat([self._features(inputs[i].embedding) for i in indices]),
+                torch.cat([encoded[i][0] for i in indices]),
+                torch.cat([encoded[i][1] for i in indices]),
+            )
+            for row, index in enumerate(indices):
+                results[index] = Candidates(logits[row], scores[row], encoded[index][2])
+        return results
+
+    def _features(self, embedding: ImageEmbedding) -> torch.Tensor:
+        """Features in the decoder's dtype (the cache may store them as fp16)."""
+        return embedding.features.to(self._dense_pe.dtype)
+
+    def _encode_prompts(self, item: DecodeInput) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
+        """SAM's prompt encoder: sparse (1 x tokens x C) and dense (1 x C x h x w) embeddings."""
+        point_prompt, coords = None, None
+        if item.points is not None and len(item.points):
+            coords = self._resize.apply_coords(np.asarray(item.points, dtype=np.float64), item.embedding.original_size)
+            point_prompt = (
+                torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None],
+                torch.as_tensor(item.labels, dtype=torch.int64, device=self.device)[None],
+            )
+        box_prompt = None
+        if item.box is not None:
+            scaled = self._resize.apply_boxes(np.asarray(item.box, dtype=np.float64)[None], item.embedding.original_size)
+            box_prompt = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)
+        sparse, dense = self.sam.prompt_encoder(points=point_prompt, boxes=box_prompt, masks=item.previous_logits)
+        return sparse, dense, coords
+
+    def _decode_batch(self, features: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's mask decoder over B (image, prompts) pairs at once: features B x C x h x w, one prompt set each.
+
+        SAM's own predict_masks pairs one image with many prompt sets; here row b of the image batch
+        meets row b of the prompt batch, and every step after that is the decoder's own.
+        """
+        decoder = self.sam.mask_decoder
+        batch = features.shape[0]
+        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+        tokens = torch.cat((output_tokens[None].expand(batch, -1, -1), sparse), dim=1)
+        source = features + dense
+        position = self._dense_pe.expand(batch, -1, -1, -1)
+        _, channels, height, width = source.shape
+        hidden, source = decoder.transformer(source, position, tokens)
+        iou_token = hidden[:, 0, :]
+        mask_tokens = hidden[:, 1 : 1 + decoder.num_mask_tokens, :]
+        upscaled = decoder.output_upscaling(source.transpose(1, 2).view(batch, channels, height, width))
+        hyper = torch.stack([mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1)
+        _, channels, height, width = upscaled.shape
+        logits = (hyper @ upscaled.view(batch, channels, height * width)).view(batch, -1, height, width)
+        return logits, decoder.iou_prediction_head(iou_token)
 
     @torch.inference_mode()
     def upscale(self, embedding: ImageEmbedding, logits: torch.Tensor) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 
-from tests.conftest import SLIDE_ID, TEST_MAX_MESSAGE_BYTES
+from tests.conftest import SLIDE_ID, TEST_MAX_MESSAGE_MB
 
 GOOD_REGION = pb.Rect(x=4000, y=2400, width=2600, height=1900)
 
@@ -175,7 +175,7 @@ def test_corrupt_upload_and_wrong_sha256(stub):
 
 
 def test_oversized_message_is_refused_and_the_server_goes_on(stub):
-    big = os.urandom(TEST_MAX_MESSAGE_BYTES + 1024)
+    big = os.urandom(TEST_MAX_MESSAGE_MB * 2**20 + 1024)
     with pytest.raises(grpc.RpcError) as error:
         stub.UploadImage(pb.UploadImageRequest(data=big))
     assert error.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED

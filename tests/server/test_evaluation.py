@@ -16,7 +16,7 @@ from server.evaluation.datasets import PatchFolder, WsiDataset, WsiSampling
 from server.evaluation.evaluate import run_evaluation
 from server.evaluation.metrics import iou_drops, number_of_clicks, summarise
 from server.evaluation.runner import EngineBackend, GrpcBackend, evaluate_sample
-from server.geometry import RegionTransform, geometry_to_mask, geometry_iou
+from server.geometry import RegionTransform, geometry_to_mask
 from server.testing.wsi_datasets import exclusion_of, write_camelyon_dataset, write_paip_dataset
 from skimage import data as skimage_data
 

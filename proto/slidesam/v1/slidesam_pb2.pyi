@@ -299,12 +299,14 @@ class InteractRequest(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., open: _Optional[_Union[OpenObject, _Mapping]] = ..., clicks: _Optional[_Union[AddClicks, _Mapping]] = ..., box: _Optional[_Union[SetBox, _Mapping]] = ..., undo: _Optional[_Union[Undo, _Mapping]] = ..., redo: _Optional[_Union[Redo, _Mapping]] = ..., reset: _Optional[_Union[Reset, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ...) -> None: ...
 
 class StepError(_message.Message):
-    __slots__ = ("code", "message")
+    __slots__ = ("code", "message", "retry_after_ms")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    retry_after_ms: int
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class InteractResponse(_message.Message):
     __slots__ = ("request_id", "result", "error")

@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class SegmentationStub:
     """Interactive and batch segmentation of whole-slide images with Segment Anything.
+
+    Authentication: every call carries the metadata "authorization: Bearer <token>" (tokens come
+    from the server's admin: `slidesam-server tokens add USER`); without a valid token a call fails
+    with UNAUTHENTICATED, unless the server was started with anonymous access allowed.
+    Interact is scheduled before Segment (batch work) on the model; users take turns.
     """
 
     def __init__(self, channel):
@@ -59,6 +64,11 @@ class SegmentationStub:
 
 class SegmentationServicer:
     """Interactive and batch segmentation of whole-slide images with Segment Anything.
+
+    Authentication: every call carries the metadata "authorization: Bearer <token>" (tokens come
+    from the server's admin: `slidesam-server tokens add USER`); without a valid token a call fails
+    with UNAUTHENTICATED, unless the server was started with anonymous access allowed.
+    Interact is scheduled before Segment (batch work) on the model; users take turns.
     """
 
     def ListModels(self, request, context):
@@ -125,6 +135,11 @@ def add_SegmentationServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Segmentation:
     """Interactive and batch segmentation of whole-slide images with Segment Anything.
+
+    Authentication: every call carries the metadata "authorization: Bearer <token>" (tokens come
+    from the server's admin: `slidesam-server tokens add USER`); without a valid token a call fails
+    with UNAUTHENTICATED, unless the server was started with anonymous access allowed.
+    Interact is scheduled before Segment (batch work) on the model; users take turns.
     """
 
     @staticmethod

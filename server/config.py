@@ -1,0 +1,114 @@
+"""The server's settings: defaults, then a TOML file, then SLIDESAM_* environment variables, then flags.
+
+Every key of the file is a field of ServerConfig (the same names, `slidesam-server serve --help`
+tells what each does); an unknown key or a wrong type is an error that names it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from server.engine.scheduler import SchedulerConfig
+from server.tokens import UserLimits
+
+MiB = 2**20
+ENV_PREFIX = "SLIDESAM_"
+
+
+class ConfigError(ValueError):
+    """The settings cannot be used; the message names the key and where it came from."""
+
+
+class ServerConfig(BaseModel):
+    """Everything `slidesam-server serve` can set (see --help for each)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slide_root: Path
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)               # 0 picks a free port
+    model_dir: Path | None = None
+    default_model: str = "mobile_sam"
+    device: str = "auto"
+    threads: int = Field(0, ge=0)                           # torch CPU threads; 0 = torch's choice
+    checkpoints: dict[str, tuple[str, str]] = {}           # name -> (path or URL, sha256)
+    preload: bool = True                                    # load the default model at start
+    # Memory
+    cache_mb: float = Field(1024, gt=0)                     # image embeddings (4 MiB each at float32)
+    cache_dtype: Literal["float32", "float16"] = "float32"  # float16 stores twice as many embeddings
+    upload_mb: float = Field(512, gt=0)                     # decoded uploaded images
+    max_message_mb: float = Field(64, gt=0)                 # largest request or reply
+    session_idle_seconds: float = Field(1800, gt=0)         # open objects unused this long are freed
+    # Scheduling
+    max_pending: int = Field(64, ge=1)                      # requests waiting for the model, all users
+    max_pending_per_user: int = Field(16, ge=1)             # requests one user may have waiting
+    max_batch: int = Field(8, ge=1)                         # decoder passes run together (1: no batching)
+    # Results
+    max_vertices: int = Field(4000, ge=4)                   # default polygon vertex budget
+    strategy: Literal["plain", "consistent"] = "plain"      # default prompt strategy
+    # Security
+    tokens_file: Path | None = None                         # `slidesam-server tokens` manages it
+    allow_anonymous: bool = False                           # requests without a token are user 'anonymous'
+    tls_cert: Path | None = None                            # PEM certificate chain of the server
+    tls_key: Path | None = None                             # its PEM private key
+    tls_client_ca: Path | None = None                       # PEM CA: clients must show a certificate it signed
+    max_streams_per_user: int = Field(4, ge=1)              # concurrent Interact streams (a token may set its own)
+    upload_mb_per_minute: float = Field(256, ge=0)          # uploaded bytes per user per minute (idem)
+    # Operations
+    grace_seconds: float = Field(5.0, ge=0)                 # graceful shutdown
+    metrics_port: int | None = Field(None, ge=0, le=65535)  # Prometheus /metrics; None = off
+    metrics_host: str = "127.0.0.1"
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ServerConfig":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        if self.tokens_file is None and not self.allow_anonymous:
+            raise ValueError(
+                "no tokens_file: create one with `slidesam-server tokens add USER` and pass --tokens-file, "
+                "or pass --allow-anonymous on a machine only trusted users can reach"
+            )
+        return self
+
+    @property
+    def scheduler(self) -> SchedulerConfig:
+        return SchedulerConfig(self.max_pending, self.max_pending_per_user, max_batch=self.max_batch)
+
+    @property
+    def default_limits(self) -> UserLimits:
+        return UserLimits(self.max_streams_per_user, int(self.upload_mb_per_minute * MiB))
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+def load_config(
+    file: Path | None = None, flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """Merges defaults < file < environment (SLIDESAM_<KEY>) < flags, and validates the result."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if file is not None:
+        try:
+            values.update(tomllib.loads(Path(file).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"config file {file}: {error}") from error
+    scalar_fields = [name for name in ServerConfig.model_fields if name != "checkpoints"]
+    values.update({name: environ[ENV_PREFIX + name.upper()] for name in scalar_fields if ENV_PREFIX + name.upper() in environ})
+    values.update({name: value for name, value in (flags or {}).items() if value is not None})
+    try:
+        return ServerConfig(**values)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in item['loc']) or 'config'}: {item['msg']}" for item in error.errors())
+        source = f" (file {file}, SLIDESAM_* environment, flags)" if file else ""
+        raise ConfigError(f"invalid server settings{source}: {problems}") from error

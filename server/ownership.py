@@ -1,0 +1,66 @@
+"""Open objects across all streams: which user owns each object id, and expiry of idle ones."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from server.errors import PermissionDenied
+
+
+@dataclass(eq=False)
+class Claim:
+    """One user's hold on one object id; detach(reason) takes the object away from its stream."""
+
+    object_id: str
+    user: str
+    detach: Callable[[str], None]
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class ObjectOwnership:
+    """Object ids are the users' own: one user can neither open nor drive another user's object.
+
+    The same user opening an object again (a reconnect) takes it over from the older stream.
+    Objects idle for longer than idle_seconds are detached, which frees their memory.
+    Used from the server's event loop only.
+    """
+
+    def __init__(self, idle_seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.idle_seconds = idle_seconds
+        self._clock = clock
+        self._claims: dict[str, Claim] = {}
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    def claim(self, object_id: str, user: str, detach: Callable[[str], None]) -> Claim:
+        """Takes object_id for user; PERMISSION_DENIED when another user holds it."""
+        held = self._claims.get(object_id)
+        if held is not None and held.user != user:
+            raise PermissionDenied(f"object {object_id} belongs to another user; choose another object id")
+        if held is not None:
+            held.detach(f"object {object_id} was opened again on another stream")
+        claim = Claim(object_id, user, detach, self._clock())
+        self._claims[object_id] = claim
+        return claim
+
+    def touch(self, claim: Claim) -> None:
+        claim.last_used = self._clock()
+
+    def release(self, claim: Claim) -> None:
+        """Forgets the claim (finish, stream closed); a newer claim of the same id is left alone."""
+        if self._claims.get(claim.object_id) is claim:
+            del self._claims[claim.object_id]
+
+    def expire_idle(self) -> list[str]:
+        """Detaches and forgets every object idle for longer than idle_seconds; returns their ids."""
+        cutoff = self._clock() - self.idle_seconds
+        expired = [claim for claim in self._claims.values() if claim.last_used < cutoff]
+        for claim in expired:
+            del self._claims[claim.object_id]
+            claim.detach(
+                f"object {claim.object_id} expired after {self.idle_seconds:.0f} s without a request; open it again"
+            )
+        return [claim.object_id for claim in expired]
