@@ -247,10 +247,13 @@ class SlidesamClient:
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Blocks until the channel is connected; ConnectionLost after timeout seconds."""
+        ready = grpc.channel_ready_future(self._channel)
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout or self.ready_timeout)
+            ready.result(timeout=timeout or self.ready_timeout)
         except grpc.FutureTimeoutError as error:
             raise ConnectionLost(f"no slidesam server answered at {self.address}") from error
+        finally:
+            ready.cancel()  # stops its connectivity polling before the channel may close
 
     def list_models(self) -> list[pb.ModelInfo]:
         return list(self._unary(self._stub.ListModels, pb.ListModelsRequest()).models)
@@ -290,10 +293,14 @@ class SlidesamClient:
             return ObjectResult(self._unary(self._stub.Segment, request).result)
 
     def open_object(
-        self, fov: FieldOfView, model: str = "", polygon_options: PolygonOptions | None = None, strategy: str = ""
+        self, fov: FieldOfView, model: str = "", polygon_options: PolygonOptions | None = None, strategy: str = "",
+        object_id: str = "",
     ) -> "ObjectSession":
-        """Opens an object on a field of view (the server embeds the region now, so clicks are fast)."""
-        return ObjectSession(self, fov, model, polygon_options or PolygonOptions(), strategy)
+        """Opens an object on a field of view (the server embeds the region now, so clicks are fast).
+
+        object_id: the caller's own id (e.g. a QuPath annotation's UUID); empty lets the server pick one.
+        """
+        return ObjectSession(self, fov, model, polygon_options or PolygonOptions(), strategy, object_id)
 
     @staticmethod
     def _needs_upload(fov: FieldOfView, error: ServerError) -> bool:
@@ -359,11 +366,15 @@ class ObjectSession:
     Not thread-safe: one session per thread.
     """
 
-    def __init__(self, client: SlidesamClient, fov: FieldOfView, model: str, polygon_options: PolygonOptions, strategy: str = ""):
+    def __init__(
+        self, client: SlidesamClient, fov: FieldOfView, model: str, polygon_options: PolygonOptions, strategy: str = "",
+        object_id: str = "",
+    ):
         self.client = client
         self.fov = fov
         self._open = pb.OpenObject(
-            field_of_view=fov.to_pb(), model=model, polygon_options=polygon_options.to_pb(), strategy=_strategy(strategy)
+            field_of_view=fov.to_pb(), model=model, polygon_options=polygon_options.to_pb(), strategy=_strategy(strategy),
+            object_id=object_id,
         )
         self._history: list[pb.InteractRequest] = []
         self._stream: _Stream | None = None

@@ -51,10 +51,13 @@ class RunningServer:
     _background: list[asyncio.Task]
     _metrics_http: object | None
 
-    async def stop(self, grace: float | None) -> None:
-        """Graceful shutdown: health says NOT_SERVING, in-flight work finishes within grace seconds."""
+    async def stop(self, grace: float | None, drain: float = 0.0) -> None:
+        """Graceful shutdown: health says NOT_SERVING while the server still serves for drain seconds
+        (load balancers and clients move away), then new calls are refused and in-flight work has
+        grace seconds to finish."""
         await self.health.enter_graceful_shutdown()
-        log.info("draining: health is NOT_SERVING, in-flight requests have %s s", grace)
+        log.info("draining: health is NOT_SERVING; serving %.1f s more, then in-flight requests get %s s", drain, grace)
+        await asyncio.sleep(drain)
         await self.server.stop(grace)
         for task in self._background:
             task.cancel()
@@ -169,8 +172,8 @@ async def serve_forever(config: ServerConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     print(f"slidesam-server listening on {config.host}:{running.port}", flush=True)
     await stop.wait()
-    log.info("shutting down (grace %.0f s)", config.grace_seconds)
-    await running.stop(config.grace_seconds)
+    log.info("shutting down (drain %.0f s, grace %.0f s)", config.drain_seconds, config.grace_seconds)
+    await running.stop(config.grace_seconds, config.drain_seconds)
 
 
 class ServerThread:
@@ -189,7 +192,7 @@ class ServerThread:
         """Runs a coroutine on the server's loop and returns its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def stop(self, grace: float | None = 0) -> None:
-        self.call(self.running.stop(grace))
+    def stop(self, grace: float | None = 0, drain: float = 0.0) -> None:
+        self.call(self.running.stop(grace, drain))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()

@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     operations = serve.add_argument_group("operations")
     operations.add_argument("--metrics-port", type=int, default=S, help="serve Prometheus metrics on this port (0 picks one)")
     operations.add_argument("--metrics-host", default=S, help="address of the metrics endpoint (default 127.0.0.1)")
-    operations.add_argument("--grace-seconds", type=float, default=S, help="on SIGTERM, time in-flight requests get (default 5)")
+    operations.add_argument("--drain-seconds", type=float, default=S,
+                            help="on SIGTERM, health turns NOT_SERVING and the server keeps serving this long (default 2)")
+    operations.add_argument("--grace-seconds", type=float, default=S, help="then in-flight requests get this long (default 5)")
     operations.add_argument("--log-format", choices=["text", "json"], default=S, help="text lines or JSON lines (default text)")
     _add_model_options(serve)
     add_token_commands(commands)
@@ -185,7 +187,7 @@ SERVE_FLAGS = {
     "slide_root", "host", "port", "default_model", "device", "threads", "preload", "tokens_file", "allow_anonymous",
     "tls_cert", "tls_key", "tls_client_ca", "max_streams_per_user", "upload_mb_per_minute", "cache_mb", "cache_dtype",
     "upload_mb", "max_message_mb", "session_idle_seconds", "max_pending", "max_pending_per_user", "max_batch",
-    "max_vertices", "strategy", "metrics_port", "metrics_host", "grace_seconds", "log_format", "model_dir",
+    "max_vertices", "strategy", "metrics_port", "metrics_host", "drain_seconds", "grace_seconds", "log_format", "model_dir",
 }
 
 

@@ -60,7 +60,8 @@ class ServerConfig(BaseModel):
     max_streams_per_user: int = Field(4, ge=1)              # concurrent Interact streams (a token may set its own)
     upload_mb_per_minute: float = Field(256, ge=0)          # uploaded bytes per user per minute (idem)
     # Operations
-    grace_seconds: float = Field(5.0, ge=0)                 # graceful shutdown
+    drain_seconds: float = Field(2.0, ge=0)                 # on SIGTERM: NOT_SERVING but still serving, this long
+    grace_seconds: float = Field(5.0, ge=0)                 # then in-flight requests get this long
     metrics_port: int | None = Field(None, ge=0, le=65535)  # Prometheus /metrics; None = off
     metrics_host: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"

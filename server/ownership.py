@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from server.errors import PermissionDenied
 
@@ -17,6 +18,7 @@ class Claim:
     user: str
     detach: Callable[[str], None]
     last_used: float = field(default_factory=time.monotonic)
+    busy: int = 0  # requests of this object in progress; a busy object never expires
 
 
 class ObjectOwnership:
@@ -46,8 +48,15 @@ class ObjectOwnership:
         self._claims[object_id] = claim
         return claim
 
-    def touch(self, claim: Claim) -> None:
-        claim.last_used = self._clock()
+    @contextmanager
+    def using(self, claim: Claim) -> Iterator[None]:
+        """Marks the object busy for the block (it cannot expire meanwhile) and used at its end."""
+        claim.busy += 1
+        try:
+            yield
+        finally:
+            claim.busy -= 1
+            claim.last_used = self._clock()
 
     def release(self, claim: Claim) -> None:
         """Forgets the claim (finish, stream closed); a newer claim of the same id is left alone."""
@@ -57,7 +66,7 @@ class ObjectOwnership:
     def expire_idle(self) -> list[str]:
         """Detaches and forgets every object idle for longer than idle_seconds; returns their ids."""
         cutoff = self._clock() - self.idle_seconds
-        expired = [claim for claim in self._claims.values() if claim.last_used < cutoff]
+        expired = [claim for claim in self._claims.values() if not claim.busy and claim.last_used < cutoff]
         for claim in expired:
             del self._claims[claim.object_id]
             claim.detach(

@@ -199,18 +199,18 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             if stream.detached:
                 raise errors.FailedPrecondition(stream.detached)
             raise errors.FailedPrecondition(f"no object is open on this stream: send `open` with a field of view before `{action}`")
-        self.ownership.touch(stream.claim)
-        if action == "clicks":
-            clicks = clicks_from_pb(request.clicks.clicks)
-            return await run(partial(session.pending_clicks, clicks), light=True, batchable=True)
-        if action == "box":
-            if not request.box.HasField("box"):
-                raise errors.InvalidArgument("a box message needs a box (level-0 x, y, width, height)")
-            return await run(partial(session.pending_box, box_from_pb(request.box.box)), light=True, batchable=True)
         if action == "finish":
             self._release(stream)
             return session.finish(), 0.0
-        return {"undo": session.undo, "redo": session.redo, "reset": session.reset}[action](), 0.0
+        with self.ownership.using(stream.claim):
+            if action == "clicks":
+                clicks = clicks_from_pb(request.clicks.clicks)
+                return await run(partial(session.pending_clicks, clicks), light=True, batchable=True)
+            if action == "box":
+                if not request.box.HasField("box"):
+                    raise errors.InvalidArgument("a box message needs a box (level-0 x, y, width, height)")
+                return await run(partial(session.pending_box, box_from_pb(request.box.box)), light=True, batchable=True)
+            return {"undo": session.undo, "redo": session.redo, "reset": session.reset}[action](), 0.0
 
     async def _open(self, stream: _Stream, opening: pb.OpenObject, run) -> tuple[Outcome, float]:
         fov = field_of_view_from_pb(opening.field_of_view, opening.HasField("field_of_view"))
@@ -219,9 +219,10 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         object_id = validate_object_id(opening.object_id) or uuid.uuid4().hex
         claim = self.ownership.claim(object_id, stream.user.name, stream.detach)
         try:
-            (session, outcome), queue_ms = await run(
-                partial(ObjectSession.open, self.engine, fov, opening.model, polygons, strategy, object_id)
-            )
+            with self.ownership.using(claim):
+                (session, outcome), queue_ms = await run(
+                    partial(ObjectSession.open, self.engine, fov, opening.model, polygons, strategy, object_id)
+                )
         except BaseException:
             self.ownership.release(claim)
             raise

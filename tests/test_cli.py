@@ -68,7 +68,8 @@ def test_serve_process_answers_and_drains_on_sigterm(slide_root, model_registry)
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     env = dict(os.environ, SLIDESAM_MODEL_DIR=str(model_registry.model_dir))
-    process = subprocess.Popen([str(BIN / "slidesam-server"), "serve", "--slide-root", str(slide_root), "--port", "0", "--no-preload"],
+    process = subprocess.Popen([str(BIN / "slidesam-server"), "serve", "--slide-root", str(slide_root), "--port", "0", "--no-preload",
+                                "--allow-anonymous", "--drain-seconds", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         line = ""
