@@ -2,13 +2,14 @@ package org.slidesam.client;
 
 import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
-import io.grpc.netty.GrpcSslContexts;
 import io.grpc.netty.NettyChannelBuilder;
 import io.grpc.stub.MetadataUtils;
+import io.netty.handler.ssl.H2AlpnClientContext;
 import io.netty.handler.ssl.SslContext;
-import io.netty.handler.ssl.SslContextBuilder;
-import java.io.IOException;
+import java.io.File;
+import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
+import javax.net.ssl.SSLException;
 
 /** Builds the channel for a set of options: plaintext or TLS (optionally mutual), bearer token on every call. */
 final class Channels {
@@ -38,17 +39,15 @@ final class Channels {
     }
 
     private static SslContext sslContext(ConnectOptions options) {
-        SslContextBuilder ssl = GrpcSslContexts.forClient();
-        if (options.trustCertificate() != null) {
-            ssl.trustManager(options.trustCertificate().toFile());
-        }
-        if (options.clientCertificate() != null) {
-            ssl.keyManager(options.clientCertificate().toFile(), options.clientKey().toFile());
-        }
         try {
-            return ssl.build();
-        } catch (IOException | IllegalArgumentException error) {
+            return H2AlpnClientContext.build(file(options.trustCertificate()), file(options.clientCertificate()),
+                    file(options.clientKey()));
+        } catch (SSLException | IllegalArgumentException error) {
             throw new IllegalArgumentException("cannot use the TLS certificates or key: " + error.getMessage(), error);
         }
+    }
+
+    private static File file(Path path) {
+        return path == null ? null : path.toFile();
     }
 }

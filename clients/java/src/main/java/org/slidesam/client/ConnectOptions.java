@@ -8,6 +8,7 @@ import java.time.Duration;
  * <pre>{@code ConnectOptions.to("gpu-box:50051").withToken(token).withTrustCertificate(Path.of("ca.pem"))}</pre>
  *
  * @param token             sent as {@code authorization: Bearer <token>} on every call; null or empty: none
+ *                          (default: the environment variable SLIDESAM_TOKEN, as the Python client)
  * @param tls               encrypt the connection; implied by a trust certificate
  * @param trustCertificate  PEM certificate(s) to trust instead of the system's trust store (self-signed servers)
  * @param clientCertificate PEM certificate chain presented to servers that ask for one (mutual TLS)
@@ -29,9 +30,9 @@ public record ConnectOptions(String address, String token, boolean tls, Path tru
         tls = tls || trustCertificate != null || clientCertificate != null;
     }
 
-    /** Plaintext, no token, 10 s to connect, 300 s per answer, 5 reconnection attempts. */
+    /** Plaintext, the token in $SLIDESAM_TOKEN if any, 10 s to connect, 300 s per answer, 5 reconnection attempts. */
     public static ConnectOptions to(String address) {
-        return new ConnectOptions(address, null, false, null, null, null, Duration.ofSeconds(10), Duration.ofSeconds(300), 5);
+        return new ConnectOptions(address, System.getenv("SLIDESAM_TOKEN"), false, null, null, null, Duration.ofSeconds(10), Duration.ofSeconds(300), 5);
     }
 
     public ConnectOptions withToken(String newToken) {

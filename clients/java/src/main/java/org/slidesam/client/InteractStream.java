@@ -46,7 +46,7 @@ final class InteractStream {
 
             @Override
             public void onError(Throwable error) {
-                replies.add(Status.fromThrowable(error));
+                replies.add(error);
             }
 
             @Override
@@ -74,12 +74,13 @@ final class InteractStream {
         if (reply == COMPLETED) {
             throw new Broken("the server closed the stream");
         }
-        if (reply instanceof Status status) {
+        if (reply instanceof Throwable error) {
             failed = true;
+            Status status = Status.fromThrowable(error);
             if (RECONNECTABLE.contains(status.getCode())) {
                 throw new Broken(status.getCode() + ": " + status.getDescription());
             }
-            throw Messages.error(status);
+            throw Messages.error(error);
         }
         var response = (InteractResponse) reply;
         if (response.getRequestId() != id) {

@@ -1,5 +1,6 @@
 package org.slidesam.client;
 
+import io.grpc.Metadata;
 import io.grpc.Status;
 import java.util.ArrayList;
 import java.util.List;
@@ -13,6 +14,8 @@ import org.slidesam.v1.UploadedImageRef;
 
 /** Conversions between the plain Java types of this API and the generated protobuf messages. */
 final class Messages {
+
+    private static final Metadata.Key<String> RETRY_AFTER = Metadata.Key.of("retry-after-ms", Metadata.ASCII_STRING_MARSHALLER);
 
     private Messages() {
     }
@@ -93,11 +96,17 @@ final class Messages {
 
     /** A step error of the interactive stream, as the exception a failed call would give. */
     static ServerException error(StepError error) {
-        return new ServerException(Status.fromCodeValue(error.getCode()).getCode().name(), error.getMessage());
+        return new ServerException(Status.fromCodeValue(error.getCode()).getCode().name(), error.getMessage(),
+                error.getRetryAfterMs());
     }
 
-    static ServerException error(Status status) {
-        return new ServerException(status.getCode().name(), status.getDescription() == null ? "" : status.getDescription());
+    /** A failed call, with the retry hint of its trailing metadata. */
+    static ServerException error(Throwable failure) {
+        Status status = Status.fromThrowable(failure);
+        Metadata trailers = Status.trailersFromThrowable(failure);
+        String retryAfter = trailers == null ? null : trailers.get(RETRY_AFTER);
+        return new ServerException(status.getCode().name(), status.getDescription() == null ? "" : status.getDescription(),
+                retryAfter == null ? 0 : Long.parseLong(retryAfter));
     }
 
     private static double[] ring(Ring ring) {

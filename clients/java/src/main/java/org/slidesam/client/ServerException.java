@@ -8,11 +8,17 @@ public class ServerException extends RuntimeException {
 
     private final String code;
     private final String serverMessage;
+    private final long retryAfterMillis;
 
     public ServerException(String code, String serverMessage) {
+        this(code, serverMessage, 0);
+    }
+
+    public ServerException(String code, String serverMessage, long retryAfterMillis) {
         super(code + ": " + serverMessage);
         this.code = code;
         this.serverMessage = serverMessage;
+        this.retryAfterMillis = retryAfterMillis;
     }
 
     public String code() {
@@ -21,5 +27,10 @@ public class ServerException extends RuntimeException {
 
     public String serverMessage() {
         return serverMessage;
+    }
+
+    /** With RESOURCE_EXHAUSTED: how long the server asks to wait before sending again; 0 without a hint. */
+    public long retryAfterMillis() {
+        return retryAfterMillis;
     }
 }

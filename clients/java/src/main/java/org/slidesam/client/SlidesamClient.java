@@ -107,7 +107,7 @@ public final class SlidesamClient implements AutoCloseable {
         try {
             return call.apply(blocking.withWaitForReady().withDeadlineAfter(options.callTimeout().toMillis(), TimeUnit.MILLISECONDS));
         } catch (StatusRuntimeException error) {
-            throw Messages.error(error.getStatus());
+            throw Messages.error(error);
         }
     }
 }
