@@ -139,9 +139,11 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         except Exception as error:  # noqa: BLE001
             await self._abort(context, "Segment", error)
         self._observe("Segment", outcome, queue_ms, Priority.BATCH)
+        total_ms = _ms_since(started)
         log.info(
             "Segment user=%s model=%s object=%s clicks=%d total=%.1f ms queue=%.1f ms cache=%s",
-            user.name, outcome.view.spec.model_id, outcome.object_id[:8], len(clicks), _ms_since(started), queue_ms, _hit(outcome),
+            user.name, outcome.view.spec.model_id, outcome.object_id[:8], len(clicks), total_ms, queue_ms, _hit(outcome),
+            extra=_fields("Segment", user.name, outcome, total_ms, queue_ms),
         )
         return pb.SegmentResponse(result=outcome_to_pb(outcome, queue_ms))
 
@@ -175,16 +177,19 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("Interact %s failed", action)
             else:
-                log.info("Interact %s user=%s refused (%s): %s", action, stream.user.name, code.name, message)
+                log.info("Interact %s user=%s refused (%s): %s", action, stream.user.name, code.name, message,
+                         extra={"method": f"Interact.{action}", "user": stream.user.name, "code": code.name})
             error_pb = pb.StepError(code=code.value[0], message=message, retry_after_ms=_retry_after_ms(error))
             return pb.InteractResponse(request_id=request.request_id, error=error_pb)
         self._observe(f"Interact.{action}", outcome, queue_ms, Priority.INTERACTIVE)
         if action in ("clicks", "box"):
             self.metrics.click_seconds.observe(_ms_since(started) / 1e3)
+        total_ms = _ms_since(started)
         log.info(
             "Interact %s user=%s model=%s object=%s step=%d total=%.1f ms queue=%.1f ms decode=%.1f ms cache=%s",
             action, stream.user.name, outcome.view.spec.model_id, outcome.object_id[:8], outcome.step_index,
-            _ms_since(started), queue_ms, outcome.timings.decode_ms, _hit(outcome),
+            total_ms, queue_ms, outcome.timings.decode_ms, _hit(outcome),
+            extra=_fields(f"Interact.{action}", stream.user.name, outcome, total_ms, queue_ms),
         )
         return pb.InteractResponse(request_id=request.request_id, result=outcome_to_pb(outcome, queue_ms))
 
@@ -262,7 +267,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         if code is grpc.StatusCode.INTERNAL:
             log.exception("%s failed", method)
         else:
-            log.info("%s refused (%s): %s", method, code.name, message)
+            log.info("%s refused (%s): %s", method, code.name, message, extra={"method": method, "code": code.name})
         retry_after = _retry_after_ms(error)
         if retry_after:
             context.set_trailing_metadata(((RETRY_AFTER_METADATA, str(retry_after)),))
@@ -293,6 +298,16 @@ def _segment(engine: Engine, fov, model: str, polygons, strategy: str, clicks, b
         for stage in ("read_ms", "encode_ms", "decode_ms", "postprocess_ms"):
             setattr(total, stage, getattr(total, stage) + getattr(step.timings, stage))
     return replace(steps[-1], timings=total)
+
+
+def _fields(method: str, user: str, outcome: Outcome, total_ms: float, queue_ms: float) -> dict:
+    """The structured fields of a request's log line (JSON logs carry them as keys)."""
+    return {
+        "method": method, "user": user, "code": "OK", "model": outcome.view.spec.model_id, "object": outcome.object_id,
+        "step": outcome.step_index, "total_ms": round(total_ms, 2), "queue_ms": round(queue_ms, 2),
+        "encode_ms": round(outcome.timings.encode_ms, 2), "decode_ms": round(outcome.timings.decode_ms, 2),
+        "cache_hit": outcome.timings.cache_hit,
+    }
 
 
 def _ms_since(started: float) -> float:
