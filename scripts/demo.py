@@ -22,6 +22,7 @@ from qupath_bridge.client import Click, FieldOfView, PolygonOptions, SlideImage,
 from qupath_bridge.geojson import annotation_feature, feature_collection, write_geojson
 from server.models.registry import ModelRegistry
 from server.samples import fetch_cmu_small_region
+from server.tokens import TokenStore
 
 SLIDE_ID = "CMU-1-Small-Region.svs"
 # A field of view over the squamous epithelium of CMU-1-Small-Region (level-0 pixels), read at x10.
@@ -42,10 +43,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(slide_root: Path, port: int, log_path: Path, device: str = "auto") -> subprocess.Popen:
+def start_server(slide_root: Path, port: int, log_path: Path, tokens_file: Path, device: str = "auto") -> subprocess.Popen:
     command = [
         sys.executable, "-m", "server.cli", "serve",
-        "--slide-root", str(slide_root), "--port", str(port), "--device", device,
+        "--slide-root", str(slide_root), "--port", str(port), "--device", device, "--tokens-file", str(tokens_file),
+        "--drain-seconds", "0",
     ]
     print(f"starting: slidesam-server {' '.join(command[3:])}  (log: {log_path})")
     return subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
@@ -96,11 +98,14 @@ def main() -> None:
     slide_path = fetch_cmu_small_region(slide_root)
     print(f"    {slide_path}")
 
+    tokens_file = args.out / "tokens.json"
+    token, _ = TokenStore(tokens_file).add("demo", note="scripts/demo")
+    print(f"    a token for user 'demo' (only its SHA-256 is kept, in {tokens_file})")
     port = free_port()
-    server = start_server(slide_root, port, args.out / "server.log")
+    server = start_server(slide_root, port, args.out / "server.log", tokens_file)
     try:
         print("3/5 waiting for the server (it loads MobileSAM)")
-        with SlidesamClient(f"127.0.0.1:{port}") as client:
+        with SlidesamClient(f"127.0.0.1:{port}", token=token) as client:
             client.wait_ready(timeout=120)
             fov = FieldOfView(SlideImage(SLIDE_ID), *REGION, magnification=10)
             print(f"4/5 clicking on {SLIDE_ID}, level-0 region {REGION} at x10")
