@@ -13,7 +13,9 @@ from functools import partial
 from pathlib import Path
 from typing import Sequence
 
-from qupath_bridge.client import Click, ConnectionLost, FieldOfView, PolygonOptions, ServerError, SlideImage, SlidesamClient
+from qupath_bridge.client import (
+    Click, ConnectionLost, FieldOfView, PolygonOptions, ServerError, SlideImage, SlidesamClient, TlsSettings,
+)
 from qupath_bridge.fov import FovSettings
 from qupath_bridge.geojson import annotation_feature, feature_collection, write_geojson
 from qupath_bridge.geojson_project import GeoJSONProject
@@ -87,7 +89,23 @@ def _server_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--server", default=argparse.SUPPRESS, help="HOST:PORT of the slidesam server")
     parent.add_argument("--connect-timeout", type=_positive, default=10.0, help="seconds to wait for the server (default 10)")
+    _add_credentials(parent, argparse.SUPPRESS)
     return parent
+
+
+def _add_credentials(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--token", default=default, help="your token from the server's admin (default: $SLIDESAM_TOKEN)")
+    parser.add_argument("--tls", action="store_true", default=default or False, help="connect over TLS (the system's CAs)")
+    parser.add_argument("--tls-ca", type=Path, default=default, help="PEM of the CA that signed the server's certificate (implies --tls)")
+    parser.add_argument("--tls-client-cert", type=Path, default=default, help="this client's PEM certificate, for mutual TLS")
+    parser.add_argument("--tls-client-key", type=Path, default=default, help="its PEM private key")
+
+
+def _connect(args: argparse.Namespace) -> SlidesamClient:
+    tls = None
+    if args.tls or args.tls_ca or args.tls_client_cert:
+        tls = TlsSettings(args.tls_ca, args.tls_client_cert, args.tls_client_key)
+    return SlidesamClient(args.server, token=args.token, tls=tls)
 
 
 def _segmentation_options() -> argparse.ArgumentParser:
@@ -119,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Talk to a slidesam server from the pathologist's side: segment objects, sync QuPath projects, pre-annotate.",
     )
     parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the slidesam server")
+    _add_credentials(parser, None)
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     commands = parser.add_subparsers(dest="command", required=True)
     server, segmentation, progress = _server_options(), _segmentation_options(), _progress_option()
@@ -332,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(_run_init(args))
         if args.command in ("export", "import"):
             raise SystemExit(_run_transfer(args))
-        with SlidesamClient(args.server) as client:
+        with _connect(args) as client:
             if args.command == "models":
                 client.wait_ready(args.connect_timeout)
                 for model in client.list_models():

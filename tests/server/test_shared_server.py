@@ -324,3 +324,14 @@ def _status(health) -> int:
         return health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
     except grpc.RpcError:
         return -1
+
+
+def test_bridge_command_line_sends_the_token(secured, tokens):
+    command = [str(Path(sys.executable).parent / "slidesam"), "--server", secured.address, "models"]
+    env = {k: v for k, v in os.environ.items() if k != "SLIDESAM_TOKEN"}
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    served = subprocess.run([*command, "--token", tokens["alice"]], capture_output=True, text=True, env=env, timeout=60)
+    from_env = subprocess.run(command, capture_output=True, text=True, env=env | {"SLIDESAM_TOKEN": tokens["carol"]}, timeout=60)
+    assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr
+    assert served.returncode == 0 and "mobile_sam" in served.stdout, served.stderr
+    assert from_env.returncode == 0 and "mobile_sam" in from_env.stdout, from_env.stderr
