@@ -43,11 +43,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(slide_root: Path, port: int, log_path: Path, tokens_file: Path, device: str = "auto") -> subprocess.Popen:
+def start_server(slide_root: Path, port: int, log_path: Path, device: str = "auto", tokens_file: Path | None = None) -> subprocess.Popen:
+    """`slidesam-server serve` on a loopback port; without a tokens file it allows anonymous access (benchmarks)."""
+    access = ["--tokens-file", str(tokens_file)] if tokens_file else ["--allow-anonymous"]
     command = [
         sys.executable, "-m", "server.cli", "serve",
-        "--slide-root", str(slide_root), "--port", str(port), "--device", device, "--tokens-file", str(tokens_file),
-        "--drain-seconds", "0",
+        "--slide-root", str(slide_root), "--port", str(port), "--device", device, *access, "--drain-seconds", "0",
     ]
     print(f"starting: slidesam-server {' '.join(command[3:])}  (log: {log_path})")
     return subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
@@ -102,7 +103,7 @@ def main() -> None:
     token, _ = TokenStore(tokens_file).add("demo", note="scripts/demo")
     print(f"    a token for user 'demo' (only its SHA-256 is kept, in {tokens_file})")
     port = free_port()
-    server = start_server(slide_root, port, args.out / "server.log", tokens_file)
+    server = start_server(slide_root, port, args.out / "server.log", tokens_file=tokens_file)
     try:
         print("3/5 waiting for the server (it loads MobileSAM)")
         with SlidesamClient(f"127.0.0.1:{port}", token=token) as client:
