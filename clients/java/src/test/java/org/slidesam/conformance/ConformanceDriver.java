@@ -39,6 +39,7 @@ import org.slidesam.client.Strategy;
 public final class ConformanceDriver {
 
     private final Gson gson = new Gson();
+    private final LiveOps live = new LiveOps();
     private SlidesamClient client;
     private ObjectSession session;
 
@@ -107,7 +108,7 @@ public final class ConformanceDriver {
             case "bench":
                 return Map.of("ms", bench(num(request, "x"), num(request, "y"), request.get("n").getAsInt()));
             default:
-                throw new IllegalArgumentException("unknown op " + op);
+                return live.handle(op, request, client);
         }
     }
 
@@ -196,6 +197,7 @@ public final class ConformanceDriver {
     }
 
     private void close() {
+        live.close();
         if (session != null) {
             session.close();
         }
