@@ -222,11 +222,12 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         polygons = polygon_request_from_pb(opening.polygon_options)
         strategy = strategy_from_pb(opening.strategy)
         object_id = validate_object_id(opening.object_id) or uuid.uuid4().hex
+        cached = await asyncio.to_thread(self.engine.is_cached, fov, opening.model)
         claim = self.ownership.claim(object_id, stream.user.name, stream.detach)
         try:
             with self.ownership.using(claim):
                 (session, outcome), queue_ms = await run(
-                    partial(ObjectSession.open, self.engine, fov, opening.model, polygons, strategy, object_id)
+                    partial(ObjectSession.open, self.engine, fov, opening.model, polygons, strategy, object_id), light=cached
                 )
         except BaseException:
             self.ownership.release(claim)

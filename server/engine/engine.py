@@ -118,6 +118,16 @@ class Engine:
         key = EmbeddingKey(spec.model_id, source.cache_key, (region.x, region.y, region.width, region.height), downsample)
         return View(spec, model, source, region, downsample, shape, key)
 
+    def is_cached(self, fov: FieldOfView, model_name: str) -> bool:
+        """Whether opening fov needs no encode (its model is loaded and its embedding cached).
+
+        Cheap and thread-safe: lets the scheduler treat such an open as light work. Invalid input
+        raises the same error the open would.
+        """
+        if not self.models.is_loaded(self.models.spec(model_name).name):
+            return False
+        return self.resolve_view(fov, model_name).key in self.cache
+
     def embedding(self, view: View, timings: Timings) -> ImageEmbedding:
         """The view's embedding from the cache, or read + encode + store on a miss."""
         cached = self.cache.get(view.key)

@@ -62,6 +62,11 @@ class Job:
     cancelled: bool = False
 
     @property
+    def urgency(self) -> int:
+        """Lower runs first at a preemption point: interactive before batch, light before heavy."""
+        return 2 * self.priority + (0 if self.light else 1)
+
+    @property
     def queue_ms(self) -> float:
         return ((self.started or time.perf_counter()) - self.submitted) * 1e3
 
@@ -206,15 +211,14 @@ class Scheduler:
                 job = self._queue.pop()
                 if job is None:
                     return
-            self._execute(job, preemptible=True)
+            self._execute(job)
 
-    def _execute(self, job: Job, preemptible: bool) -> None:
+    def _execute(self, job: Job) -> None:
         """Runs one job (and, when it is a decoder pass, any waiting passes that can share its batch)."""
         job.started = time.perf_counter()
         try:
             job.check_alive()
-            hook = (lambda: self._pause(job)) if preemptible else None
-            with preemption_hook(hook):
+            with preemption_hook(lambda: self._pause(job)):
                 result = self._with_memory_retry(job.function)
         except BaseException as error:  # noqa: BLE001 - every failure goes to the caller
             self._settle(job, error=error)
@@ -227,14 +231,19 @@ class Scheduler:
         self._service_seconds = 0.8 * self._service_seconds + 0.2 * elapsed
 
     def _pause(self, current: Job) -> None:
-        """A preemption point inside current: stop if it is dead, else run the work that may overtake it."""
+        """A preemption point inside current: stop if it is dead, else run the work that may overtake it.
+
+        Work overtakes when it is more urgent: interactive light < interactive heavy < batch light <
+        batch heavy. What runs here may pause in turn for still more urgent work, so nesting is at
+        most three deep.
+        """
         current.check_alive()
         while True:
             with self._wakeup:
-                urgent = self._queue.pop(lambda job: job.priority < current.priority or (job.light and job.priority == current.priority))
+                urgent = self._queue.pop(lambda job: job.urgency < current.urgency)
             if urgent is None:
                 return
-            self._execute(urgent, preemptible=False)
+            self._execute(urgent)
 
     def _waiting_decodes(self) -> list[tuple[Job, PendingDecode]]:
         """Prepares waiting batchable jobs (up to max_batch - 1) so their decoder passes join this batch."""

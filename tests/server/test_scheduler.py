@@ -107,6 +107,36 @@ def test_batch_encode_pauses_for_a_waiting_click():
     assert queued_ms < 200
 
 
+def test_a_click_overtakes_an_interactive_encode_running_inside_a_batch_encode():
+    """Nested preemption: batch encode < another user's interactive encode < a click."""
+    scheduler = Scheduler()
+    events: list[str] = []
+    batch_started, open_started = threading.Event(), threading.Event()
+
+    def encode(name: str, started: threading.Event) -> str:
+        started.set()
+        for block in range(15):
+            time.sleep(0.02)
+            events.append(f"{name}{block}")
+            yield_point()
+        return name
+
+    async def scenario():
+        batch = asyncio.ensure_future(scheduler.run(lambda: encode("batch", batch_started), user="b", priority=Priority.BATCH))
+        await asyncio.to_thread(batch_started.wait, 10)
+        opening = asyncio.ensure_future(scheduler.run(lambda: encode("open", open_started), user="o"))
+        await asyncio.to_thread(open_started.wait, 10)
+        await scheduler.run(lambda: events.append("click"), user="c", light=True)
+        await asyncio.gather(batch, opening)
+
+    try:
+        run(scenario())
+    finally:
+        scheduler.shutdown()
+    click = events.index("click")
+    assert events.index("open0") < click < events.index("open14") < events.index("batch14"), events
+
+
 def test_full_queue_is_refused_with_a_retry_hint_and_recovers():
     scheduler = Scheduler(SchedulerConfig(max_pending=2, max_pending_per_user=2))
 
