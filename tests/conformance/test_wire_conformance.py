@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import openslide
 import pytest
-from conformance_drivers import PythonSession
+from conformance_drivers import Driver, PythonSession
 from qupath_bridge.client import ServerError, SlidesamClient, TlsSettings, UploadedRegion
 
 from tests.conftest import SLIDE_ID, make_server
@@ -155,3 +155,30 @@ def test_token_and_mutual_tls(driver, secure_server, synthetic_slide):
         driver.ask("connect", address=running.address, token=token, **tls)
         outcomes = run(driver, steps[:1] if token != secret else steps)
         assert outcomes == reference[token], f"{driver.name} with token {token!r}"
+
+
+def test_java_session_replays_its_history_after_the_server_restarts(java_command, model_registry, slide_root, synthetic_slide, tmp_path):
+    """As the Python client: a stream lost to a server restart is reopened and its history replayed, same polygon."""
+    point = synthetic_slide.object_geometry.representative_point()
+    first_click = ("click", {"x": point.x, "y": point.y, "positive": True})
+    last_click = ("click", {"x": point.x + 250, "y": point.y - 50, "positive": True})
+    first = make_server(model_registry, slide_root)
+    second = None
+    java = Driver("java", java_command, tmp_path / "java.stderr")
+    try:
+        java.ask("connect", address=first.address)
+        before = run(java, [("open", {"fov": object_fov(synthetic_slide)}), first_click,
+                            ("click", {"x": point.x - 300, "y": point.y + 100, "positive": True}), ("undo", {})])
+        opened_as = java.ask("session_info")["object_id"]
+        first.stop()
+        second = make_server(model_registry, slide_root, port=first.port)
+        replayed = java.step(last_click[0], **last_click[1])
+        info = java.ask("session_info")
+        with SlidesamClient(second.address) as client:
+            expected = run(PythonSession(client), [("open", {"fov": object_fov(synthetic_slide)}), first_click, last_click])[-1]
+    finally:
+        java.close()
+        if second is not None:
+            second.stop()
+    assert before[-1]["step"] == 1 and (info["reconnects"], info["object_id"]) == (1, opened_as)
+    assert replayed == expected and replayed["step"] == 2 and not replayed["can_redo"]

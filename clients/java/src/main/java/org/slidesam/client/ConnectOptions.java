@@ -61,11 +61,6 @@ public record ConnectOptions(String address, String token, boolean tls, Path tru
                 reconnectAttempts);
     }
 
-    public ConnectOptions withReconnectAttempts(int attempts) {
-        return new ConnectOptions(address, token, tls, trustCertificate, clientCertificate, clientKey, readyTimeout,
-                callTimeout, attempts);
-    }
-
     boolean hasToken() {
         return token != null && !token.isEmpty();
     }

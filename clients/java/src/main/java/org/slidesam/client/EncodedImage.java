@@ -38,10 +38,6 @@ public final class EncodedImage {
         return new EncodedImage(out.toByteArray());
     }
 
-    public byte[] data() {
-        return data.clone();
-    }
-
     public String sha256() {
         return sha256;
     }

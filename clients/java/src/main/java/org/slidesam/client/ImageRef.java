@@ -18,8 +18,4 @@ public sealed interface ImageRef permits ImageRef.Slide, ImageRef.Uploaded {
     static ImageRef slide(String slideId) {
         return new Slide(slideId);
     }
-
-    static ImageRef uploaded(EncodedImage image, double originX, double originY, double downsample) {
-        return new Uploaded(image, originX, originY, downsample, 0, 0);
-    }
 }

@@ -15,8 +15,4 @@ public record Rect(double x, double y, double width, double height) {
     public boolean contains(double px, double py) {
         return px >= x && px <= maxX() && py >= y && py <= maxY();
     }
-
-    public boolean contains(Rect other) {
-        return contains(other.x, other.y) && contains(other.maxX(), other.maxY());
-    }
 }

@@ -105,6 +105,8 @@ public final class ConformanceDriver {
                 return resultJson(session.reset());
             case "finish":
                 return resultJson(session.finish());
+            case "session_info":
+                return Map.of("reconnects", session.reconnects(), "object_id", session.objectId());
             case "bench":
                 return Map.of("ms", bench(num(request, "x"), num(request, "y"), request.get("n").getAsInt()));
             default:
