@@ -72,12 +72,15 @@ if (ASK_AGAIN || prefs.get("address", null) == null) {
         return
     prefs.put("address", address.trim())
     prefs.put("token", (Dialogs.showInputDialog("slidesam", "Token (empty: none)", prefs.get("token", "")) ?: "").trim())
-    prefs.put("ca", (Dialogs.showInputDialog("slidesam", "CA certificate file for TLS (empty: plaintext)", prefs.get("ca", "")) ?: "").trim())
+    prefs.put("ca", (Dialogs.showInputDialog("slidesam", "TLS: the server's CA certificate file, 'system' for a public certificate, empty for none",
+            prefs.get("ca", "")) ?: "").trim())
 }
 def options = ConnectOptions.to(prefs.get("address", null))
 if (prefs.get("token", ""))
     options = options.withToken(prefs.get("token", ""))
-if (prefs.get("ca", ""))
+if (prefs.get("ca", "") == "system")
+    options = options.withTls()
+else if (prefs.get("ca", ""))
     options = options.withTrustCertificate(Paths.get(prefs.get("ca", "")))
 def client = new SlidesamClient(options)
 try {

@@ -43,8 +43,6 @@ public final class LiveSegmenter implements AutoCloseable {
     private final Consumer<String> onProblem;
     private final Map<String, LiveObject> objects = new HashMap<>();
     private final Map<String, PromptGroup> done = new HashMap<>();
-    private Set<String> reported = Set.of();
-    private Set<String> problems = new LinkedHashSet<>();
     private final ExecutorService worker = Executors.newSingleThreadExecutor(runnable -> {
         var thread = new Thread(runnable, "slidesam-live");
         thread.setDaemon(true);
@@ -52,11 +50,13 @@ public final class LiveSegmenter implements AutoCloseable {
     });
     private final AtomicReference<Snapshot> pending = new AtomicReference<>();
     private Map<String, String> checkpoints;
+    private Set<String> reported = Set.of();
+    private Set<String> problems = new LinkedHashSet<>();
     private volatile String lastGroup;
 
     /**
      * @param onResult  receives each new result (on the background thread)
-     * @param onProblem receives what went wrong, once per distinct message
+     * @param onProblem receives what went wrong, each message once while it lasts
      */
     public LiveSegmenter(SlidesamClient client, LiveImage image, LiveSettings settings, SlideMap slideMap,
                          Consumer<ResultAnnotation> onResult, Consumer<String> onProblem) {
