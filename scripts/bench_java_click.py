@@ -58,8 +58,8 @@ def java_driver() -> Driver:
     subprocess.run([str(ROOT / "scripts/build_java_client")], check=True, stdout=subprocess.DEVNULL)
     jar = next(JAVA_JAR.glob("slidesam-qupath-client-*.jar"))
     classes = JAVA_JAR / "test-classes"
-    source = ROOT / "clients/java/src/test/java/org/slidesam/conformance/ConformanceDriver.java"
-    subprocess.run(["javac", "--release", "17", "-cp", f"{jar}:{GSON}", "-d", str(classes), str(source)], check=True)
+    sources = [str(p) for p in (ROOT / "clients/java/src/test/java").rglob("*.java")]
+    subprocess.run(["javac", "--release", "17", "-cp", f"{jar}:{GSON}", "-d", str(classes), *sources], check=True)
     return Driver(["java", "-cp", f"{jar}:{GSON}:{classes}", "org.slidesam.conformance.ConformanceDriver"])
 
 
@@ -93,13 +93,13 @@ def main() -> None:
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     slide_path = fetch_cmu_small_region(args.workdir / "slides")
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    server = start_server(slide_path.parent, port, args.workdir / "bench-java-server.log", device="cpu")
     drivers = {"java": java_driver()}
     node = node_driver()
     if node is not None:
         drivers["node"] = node
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    server = start_server(slide_path.parent, port, args.workdir / "bench-java-server.log", device="cpu")
     fov = FieldOfView(SlideImage(SLIDE_ID), *REGION, magnification=MAGNIFICATION)
     fov_json = {"slide_id": SLIDE_ID, "region": list(REGION), "magnification": MAGNIFICATION}
     x, y = CLICKS[0].x, CLICKS[0].y
