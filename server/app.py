@@ -114,7 +114,8 @@ async def start_server(config: ServerConfig, engine: Engine | None = None) -> Ru
     if config.allow_anonymous and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("anonymous access is allowed on %s: anyone who can reach this port can use the server", config.host)
     metrics = ServerMetrics()
-    scheduler = Scheduler(config.scheduler, lambda: _free_cuda_memory(engine), metrics.decoder_batch_size.observe)
+    scheduler_config = config.scheduler(engine.models.device.type)
+    scheduler = Scheduler(scheduler_config, lambda: _free_cuda_memory(engine), metrics.decoder_batch_size.observe)
     metrics.watch_queue(scheduler.depth)
     metrics.watch_cache(engine.cache.stats)
     tokens = TokenStore(config.tokens_file) if config.tokens_file else None
@@ -148,9 +149,9 @@ async def start_server(config: ServerConfig, engine: Engine | None = None) -> Ru
         metrics_port = metrics_http.server_port
     background = [asyncio.get_running_loop().create_task(_expire_idle_objects(service))]
     log.info(
-        "slidesam server listening on %s:%d (%s; %s; models: %s; slide root: %s%s)",
+        "slidesam server listening on %s:%d (%s; %s; decoder batches of up to %d; models: %s; slide root: %s%s)",
         config.host, port, "TLS" + (" with client certificates" if config.tls_client_ca else "") if config.tls else "plaintext",
-        "tokens from " + str(config.tokens_file) if tokens else "anonymous access",
+        "tokens from " + str(config.tokens_file) if tokens else "anonymous access", scheduler_config.max_batch,
         ", ".join(engine.models.names()), config.slide_root,
         f"; metrics on {config.metrics_host}:{metrics_port}" if metrics_port is not None else "",
     )

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.add_argument("--session-idle-seconds", type=float, default=S, help="free open objects unused this long (default 1800)")
     capacity.add_argument("--max-pending", type=int, default=S, help="requests waiting for the model before RESOURCE_EXHAUSTED (default 64)")
     capacity.add_argument("--max-pending-per-user", type=int, default=S, help="requests one user may have waiting (default 16)")
-    capacity.add_argument("--max-batch", type=int, default=S, help="decoder passes of different users run as one batch (default 8; 1 = off)")
+    capacity.add_argument("--max-batch", type=int, default=S, help="decoder passes of different users run as one batch (default 0 = auto: 8 on a GPU, off on the CPU)")
     results = serve.add_argument_group("results")
     results.add_argument("--max-vertices", type=int, default=S, help="default vertex budget of a result's polygons (4000)")
     results.add_argument("--strategy", choices=sorted(STRATEGIES), default=S,

@@ -18,6 +18,7 @@ from server.tokens import UserLimits
 
 MiB = 2**20
 ENV_PREFIX = "SLIDESAM_"
+AUTO_GPU_BATCH = 8
 
 
 class ConfigError(ValueError):
@@ -47,7 +48,7 @@ class ServerConfig(BaseModel):
     # Scheduling
     max_pending: int = Field(64, ge=1)                      # requests waiting for the model, all users
     max_pending_per_user: int = Field(16, ge=1)             # requests one user may have waiting
-    max_batch: int = Field(8, ge=1)                         # decoder passes run together (1: no batching)
+    max_batch: int = Field(0, ge=0)                         # decoder passes run together; 0 = auto (GPU 8, CPU 1 = off)
     # Results
     max_vertices: int = Field(4000, ge=4)                   # default polygon vertex budget
     strategy: Literal["plain", "consistent"] = "plain"      # default prompt strategy
@@ -80,9 +81,14 @@ class ServerConfig(BaseModel):
             )
         return self
 
-    @property
-    def scheduler(self) -> SchedulerConfig:
-        return SchedulerConfig(self.max_pending, self.max_pending_per_user, max_batch=self.max_batch)
+    def scheduler(self, device_type: str) -> SchedulerConfig:
+        """The scheduler's settings on a device of this type ('cuda', 'cpu', ...).
+
+        Decoder batching pays on a GPU; on a CPU the decoder is already compute-bound, so a batch only
+        makes its first click wait for the others (measured with scripts/loadtest), and auto turns it off.
+        """
+        max_batch = self.max_batch or (AUTO_GPU_BATCH if device_type == "cuda" else 1)
+        return SchedulerConfig(self.max_pending, self.max_pending_per_user, max_batch=max_batch)
 
     @property
     def default_limits(self) -> UserLimits:

@@ -55,7 +55,12 @@ def test_serve_flags_override_the_file_and_unset_flags_do_not(tmp_path):
                                       "--cache-dtype", "float16", "--no-preload"])
     config = serve_config(args)
     assert config.max_batch == 1 and config.port == 6001 and config.cache_dtype == "float16"
-    assert not config.preload and config.log_level == "DEBUG" and config.scheduler.max_batch == 1
+    assert not config.preload and config.log_level == "DEBUG" and config.scheduler("cuda").max_batch == 1
+
+
+def test_decoder_batching_is_automatic_by_device(tmp_path):
+    config = load_config(flags={"slide_root": tmp_path, "allow_anonymous": True}, environ={})
+    assert config.scheduler("cuda").max_batch == 8 and config.scheduler("cpu").max_batch == 1
 
 
 def test_serve_refuses_to_start_without_tokens_or_explicit_anonymous_access(tmp_path):
