@@ -85,7 +85,7 @@ def stats(times: list[float]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
     parser.add_argument("--clicks", type=int, default=5, help="timed clicks per client per round")
     parser.add_argument("--warmup", type=int, default=40, help="untimed clicks per client first (JIT warm-up)")
     parser.add_argument("--workdir", type=Path, default=Path("demo-output"), help="where the slide and server log go")
