@@ -141,7 +141,7 @@ def main() -> None:
 
 
 def _version(command: list[str]) -> str:
-    output = subprocess.run(command, capture_output=True, text=True)
+    output = subprocess.run(command, capture_output=True, text=True, check=False)
     return (output.stderr or output.stdout).splitlines()[0]
 
 
