@@ -17,6 +17,7 @@ from server.engine.cache import EmbeddingCache, EmbeddingKey
 from server.engine.prompts import Box, Click, FieldOfView, PolygonRequest, SlideRef, UploadRef, validate_polygon_request
 from server.errors import InvalidArgument
 from server.geometry import PolygonOptions, RegionTransform, mask_to_geometry
+from server.models.preemption import yield_point
 from server.models.registry import ModelRegistry, ModelSpec
 from server.engine.strategies import strategy_named
 from server.models.sam import Candidates, DecodeInput, ImageEmbedding, SamModel
@@ -136,6 +137,7 @@ class Engine:
             return cached
         started = time.perf_counter()
         image = view.source.read_region(view.region, view.downsample)
+        yield_point()
         read_done = time.perf_counter()
         embedding = view.model.encode(image.pixels)
         timings.read_ms = (read_done - started) * 1e3
@@ -176,6 +178,7 @@ class Engine:
         logits = candidates.logits[index]
         mask = view.model.upscale(decode.embedding, logits)
         upscaled_at = time.perf_counter()
+        yield_point()
         geometry = mask_to_geometry(mask, view.transform, polygons)
         timings.decode_ms += (upscaled_at - started) * 1e3
         timings.postprocess_ms = (time.perf_counter() - upscaled_at) * 1e3

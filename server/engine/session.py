@@ -11,6 +11,7 @@ from server.engine.prompts import Box, Click, FieldOfView, PolygonRequest, valid
 from server.engine.strategies import strategy_named
 from server.errors import FailedPrecondition, InvalidArgument
 from server.geometry import PolygonOptions
+from server.models.preemption import yield_point
 from server.models.sam import Candidates, PendingDecode
 
 MAX_CLICKS_PER_OBJECT = 256
@@ -158,4 +159,6 @@ def _decode_now(pending: PendingDecode[Outcome]) -> Outcome:
     item = pending.input
     started = time.perf_counter()
     candidates = pending.model.candidates(item.embedding, item.points, item.labels, item.box, item.previous_logits)
-    return pending.complete(candidates, (time.perf_counter() - started) * 1e3)
+    decode_ms = (time.perf_counter() - started) * 1e3
+    yield_point()
+    return pending.complete(candidates, decode_ms)

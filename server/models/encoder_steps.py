@@ -34,12 +34,14 @@ def _vit(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _tiny_vit(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = encoder.patch_embed(x)
+    yield_point()
     for layer in encoder.layers:
         for block in layer.blocks:
             x = _mbconv(block, x) if type(block).__name__ == "MBConv" else block(x)
             yield_point()
         if layer.downsample is not None:
             x = layer.downsample(x)
+            yield_point()
     batch, _, channels = x.size()
     grid = round((x.shape[1]) ** 0.5)
     x = x.view(batch, grid, grid, channels).permute(0, 3, 1, 2)
