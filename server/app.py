@@ -14,7 +14,6 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from slidesam.v1 import slidesam_pb2 as pb
-from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 
 from server.auth import Authenticator
 from server.config import MiB, ServerConfig
@@ -25,7 +24,7 @@ from server.limits import UserLimiter
 from server.metrics import ServerMetrics
 from server.models.registry import ModelRegistry
 from server.ownership import ObjectOwnership
-from server.service import SegmentationService, ServiceParts
+from server.service import SegmentationService, ServiceParts, add_to_server
 from server.slides import SlideStore
 from server.tokens import TokenStore
 from server.uploads import UploadStore
@@ -132,7 +131,7 @@ async def start_server(config: ServerConfig, engine: Engine | None = None) -> Ru
         ("grpc.max_receive_message_length", max_message),
         ("grpc.max_send_message_length", max_message),
     ])
-    pb_grpc.add_SegmentationServicer_to_server(service, server)
+    add_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

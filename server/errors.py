@@ -50,3 +50,7 @@ class Cancelled(SlidesamError):
 
 class Unavailable(SlidesamError):
     """The server cannot serve now but may later, e.g. its token file is unreadable (UNAVAILABLE)."""
+
+
+class DataLoss(SlidesamError):
+    """The image file is damaged: some of its pixels cannot be decoded (DATA_LOSS)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 import grpc
+from google.protobuf.message import DecodeError
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 
@@ -46,6 +47,7 @@ _STATUS_OF = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.Cancelled: grpc.StatusCode.CANCELLED,
+    errors.DataLoss: grpc.StatusCode.DATA_LOSS,
 }
 _INTERNAL_MESSAGE = "internal error while serving this request; the server log has the details"
 RETRY_AFTER_METADATA = "retry-after-ms"
@@ -101,6 +103,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         try:
             self._identify(context)
+            _decoded(request)
         except Exception as error:  # noqa: BLE001
             await self._abort(context, "ListModels", error)
         self.metrics.requests.labels("ListModels").inc()
@@ -110,6 +113,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         started = time.perf_counter()
         try:
             user = self._identify(context)
+            _decoded(request)
             present = bool(request.sha256) and request.sha256 in self.engine.uploads
             if not present:
                 self.limiter.charge_upload(user, len(request.data))
@@ -125,6 +129,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         started = time.perf_counter()
         try:
             user = self._identify(context)
+            _decoded(request)
             fov = field_of_view_from_pb(request.field_of_view, request.HasField("field_of_view"))
             clicks = clicks_from_pb(request.clicks)
             box = box_from_pb(request.box) if request.HasField("box") else None
@@ -166,8 +171,12 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                 log.info("Interact stream of %s closed with object %s open; freed", user.name, stream.claim.object_id[:8])
                 self._release(stream)
 
-    async def _interact_step(self, stream: _Stream, request: pb.InteractRequest) -> pb.InteractResponse:
+    async def _interact_step(self, stream: _Stream, request: pb.InteractRequest | Undecodable) -> pb.InteractResponse:
         started = time.perf_counter()
+        if isinstance(request, Undecodable):  # answered with request_id 0: its own id could not be read
+            self.metrics.errors.labels("Interact", "INVALID_ARGUMENT").inc()
+            error = pb.StepError(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=str(request.error()))
+            return pb.InteractResponse(request_id=0, error=error)
         action = request.WhichOneof("action")
         try:
             outcome, queue_ms = await self._apply(stream, request, action)
@@ -275,6 +284,43 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         await context.abort(code, message)
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """Request bytes that do not parse as the method's message (answered INVALID_ARGUMENT, not UNKNOWN)."""
+
+    message_type: str
+    reason: str
+
+    def error(self) -> errors.InvalidArgument:
+        return errors.InvalidArgument(f"the request is not a valid {self.message_type} message: {self.reason}")
+
+
+def _tolerant_parser(message_class):
+    def parse(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except DecodeError as error:
+            return Undecodable(message_class.DESCRIPTOR.full_name, str(error))
+
+    return parse
+
+
+def add_to_server(service: SegmentationService, server: grpc.aio.Server) -> None:
+    """Registers the service like the generated add_SegmentationServicer_to_server, except that request
+    bytes which do not parse reach the service (as Undecodable) instead of failing inside grpc as UNKNOWN."""
+    descriptor = pb.DESCRIPTOR.services_by_name["Segmentation"]
+    handlers = {}
+    for method in descriptor.methods:
+        streaming = method.client_streaming and method.server_streaming
+        make = grpc.stream_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(
+            getattr(service, method.name),
+            request_deserializer=_tolerant_parser(getattr(pb, method.input_type.name)),
+            response_serializer=lambda message: message.SerializeToString(),
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
+
+
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     """The call's deadline on time.monotonic()'s clock, when the client set one."""
     remaining = context.time_remaining()
@@ -309,6 +355,11 @@ def _fields(method: str, user: str, outcome: Outcome, total_ms: float, queue_ms:
         "encode_ms": round(outcome.timings.encode_ms, 2), "decode_ms": round(outcome.timings.decode_ms, 2),
         "cache_hit": outcome.timings.cache_hit,
     }
+
+
+def _decoded(request) -> None:
+    if isinstance(request, Undecodable):
+        raise request.error()
 
 
 def _ms_since(started: float) -> float:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import openslide
 
-from server.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from server.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 
 MAX_REGION_PIXELS = 4096 * 4096
 """Default limit on the pixels of one returned region."""
@@ -228,15 +228,14 @@ def _plan_read(
         raise InvalidArgument(f"region {rect.describe()} lies outside {what}")
     window = grid.window(rect)
     covered = grid.covered(window)
-    width = max(1, round(covered.width / downsample))
-    height = max(1, round(covered.height / downsample))
-    if width * height > max_region_pixels:
+    exact_width, exact_height = covered.width / downsample, covered.height / downsample
+    if not (math.isfinite(exact_width) and math.isfinite(exact_height)) or exact_width * exact_height > max_region_pixels:
         raise ResourceExhausted(
-            f"region {rect.describe()} at downsample {downsample:g} would be {width} x {height} pixels, "
+            f"region {rect.describe()} at downsample {downsample:g} would be {exact_width:.0f} x {exact_height:.0f} pixels, "
             f"more than this server allows ({max_region_pixels} pixels); "
             "choose a coarser resolution or a smaller region"
         )
-    return _ReadPlan(window, covered, (width, height), level)
+    return _ReadPlan(window, covered, (max(1, round(exact_width)), max(1, round(exact_height))), level)
 
 
 def _resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -276,6 +275,7 @@ class OpenSlideSource:
     ) -> None:
         self._slide = slide
         self.cache_key = cache_key
+        self.damaged = False  # a read failed: the store opens a fresh handle for the next request
         self.width, self.height = slide.dimensions
         self.mpp = _mean_property(
             slide.properties, openslide.PROPERTY_NAME_MPP_X, openslide.PROPERTY_NAME_MPP_Y
@@ -298,7 +298,11 @@ class OpenSlideSource:
         col0, row0, col1, row1 = plan.window
         level_downsample = self.level_downsamples[plan.level]
         location = (round(col0 * level_downsample), round(row0 * level_downsample))
-        image = self._slide.read_region(location, plan.level, (col1 - col0, row1 - row0))
+        try:
+            image = self._slide.read_region(location, plan.level, (col1 - col0, row1 - row0))
+        except openslide.OpenSlideError as error:
+            self.damaged = True  # OpenSlide's handle fails every read after this one; the store reopens it
+            raise DataLoss(f"the slide file is damaged: pyramid level {plan.level} of {rect.describe()} cannot be decoded ({error})") from None
         return _region(composite_on_white(np.asarray(image)), plan)
 
     def _plan(self, rect: Rect, downsample: float) -> _ReadPlan:
@@ -437,7 +441,7 @@ class SlideStore:
         cache_key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
         with self._lock:
             source = self._open.get(path)
-            if source is not None and source.cache_key == cache_key:
+            if source is not None and source.cache_key == cache_key and not source.damaged:
                 self._open.move_to_end(path)
                 return source
         source = self._open_source(slide_id, path, cache_key)

@@ -16,10 +16,9 @@ prints how many cases it ran. SLIDESAM_FUZZ_EXAMPLES=N runs N examples per test 
 run; add `-o timeout=0` beyond about 1000), SLIDESAM_FUZZ_SEED=S makes it random from seed S instead of
 derandomized.
 
-Bugs this fuzz found are xfail(strict=True) tests at the end of this file (the server code is not
-changed here). An INTERNAL whose server-side exception matches one of them (KNOWN_BUGS) is counted in
-the report instead of failing the fuzz, so a reseeded or longer run goes on to find new ones; remove
-the entry together with the xfail marker once the bug is fixed (the strict xfail then fails as XPASS).
+The bugs this fuzz found (undecodable bytes answered UNKNOWN, an overflowing resolution answered
+INTERNAL, a damaged slide answered INTERNAL and then failing every later read) are fixed, and each is a
+regression test at the end of this file.
 """
 
 from __future__ import annotations
@@ -172,29 +171,6 @@ class ServerExceptions(logging.Handler):
 SERVER_EXCEPTIONS = ServerExceptions()
 
 
-def _raised_in(function: str):
-    def matches(error: BaseException) -> bool:
-        return any(frame.name == function for frame in traceback.extract_tb(error.__traceback__))
-
-    return matches
-
-
-KNOWN_BUGS = {
-    # See test_extreme_resolution_is_refused_not_internal below; remove the entry when that test passes.
-    "region / downsample overflows": lambda error: isinstance(error, OverflowError) and _raised_in("_plan_read")(error),
-}
-"""INTERNAL errors already reported (each has a strict xfail test below): counted, not failed, so a long
-or reseeded run goes on to find new ones. Matched on the server's own exception, not on the request."""
-
-
-def known_bug(caught: list[BaseException]) -> str | None:
-    """The known bug behind the exceptions the server logged for one INTERNAL, or None."""
-    for name, matches in KNOWN_BUGS.items():
-        if caught and all(matches(error) for error in caught):
-            return name
-    return None
-
-
 @pytest.fixture(scope="module")
 def fuzz_server(model_registry, fuzz_root):
     logger = logging.getLogger("server")
@@ -328,16 +304,10 @@ def fuzz_summary(request):
 
 
 def assert_refusal(code: grpc.StatusCode, message: str, context, tally: Tally | None = None) -> None:
-    """A refusal a client can act on: no INTERNAL/UNKNOWN, no hang or crash, and a message.
-
-    With a tally, an INTERNAL caused by a KNOWN_BUGS entry is counted instead of failing; any other shows
-    the server's own traceback."""
+    """A refusal a client can act on: no INTERNAL/UNKNOWN, no hang or crash, and a message; a failure
+    shows the server's own traceback."""
     if code in FORBIDDEN:
         caught = SERVER_EXCEPTIONS.take()
-        known = known_bug(caught) if code is grpc.StatusCode.INTERNAL and tally is not None else None
-        if known is not None:
-            tally.outcomes[f"INTERNAL (known: {known})"] += 1
-            return
         server_side = "".join("".join(traceback.format_exception(error)) for error in caught)
         raise AssertionError(f"{code.name}: {message!r} for {context}" + (f"\nserver side:\n{server_side}" if server_side else ""))
     assert message, f"{code.name} without a message for {context}"
@@ -505,14 +475,13 @@ def test_fuzz_raw_unary(channel, stub, strategies, tally):
                 if isinstance(reply, pb.SegmentResponse):
                     check_result(reply.result, tally)
             else:
-                # Bytes that are no request: grpc itself answers (UNKNOWN today, see the xfail below);
-                # the property here is an answer within the deadline and a live server afterwards.
+                # Bytes that are no request: the service answers INVALID_ARGUMENT, with a message.
                 tally.requests += 1
                 with pytest.raises(grpc.RpcError) as refused:
                     calls[method](payload, timeout=CALL_TIMEOUT)
                 code = refused.value.code()
                 tally.outcomes[f"undecodable:{code.name}"] += 1
-                assert code not in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE), code
+                assert code is grpc.StatusCode.INVALID_ARGUMENT and refused.value.details(), (code, refused.value.details())
 
     run()
     assert tally.examples > 0
@@ -526,60 +495,44 @@ def test_fuzz_raw_interact(channel, stub, strategies, tally):
     @given(data=st.data())
     def run(data):
         payloads = data.draw(streams, label="payloads")
-        parsed = []
-        for payload in payloads:
-            if not _parses(pb.InteractRequest, payload):
-                break
-            parsed.append(pb.InteractRequest.FromString(payload))
+        decodable = [_parses(pb.InteractRequest, payload) for payload in payloads]
+        parsed = [pb.InteractRequest.FromString(payload) for payload, ok in zip(payloads, decodable) if ok]
         with Example(tally, stub):
             tally.requests += len(payloads)
-            responses = []
-            try:
-                for reply in call(iter(payloads), timeout=CALL_TIMEOUT):
-                    responses.append(pb.InteractResponse.FromString(reply))
-            except grpc.RpcError as error:
-                code = error.code()
-                tally.outcomes[f"stream:{code.name}"] += 1
-                assert len(parsed) < len(payloads), f"the stream ended with {code.name}: {error.details()!r} though every message parses"
-                assert code not in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE), code
-            # Every request before the first undecodable one is answered, in order.
-            check_interact(parsed, responses, tally)
+            responses = [pb.InteractResponse.FromString(reply) for reply in call(iter(payloads), timeout=CALL_TIMEOUT)]
+            assert len(responses) == len(payloads), "one response per message, undecodable ones included"
+            for ok, response in zip(decodable, responses):
+                if not ok:
+                    tally.outcomes["undecodable:INVALID_ARGUMENT"] += 1
+                    assert response.request_id == 0 and response.HasField("error") and response.error.message, response
+                    assert CODES[response.error.code] is grpc.StatusCode.INVALID_ARGUMENT, response
+            check_interact(parsed, [response for ok, response in zip(decodable, responses) if ok], tally)
 
     run()
     assert tally.examples > 0
 
 
 # ---------------------------------------------------------------------------------------------
-# Bugs the fuzz found (the server code is not changed here): strict xfails that fail for that reason only.
+# Bugs the fuzz found, fixed since; each stays as a regression test.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="grpc's generated handlers parse the request before the servicer runs; bytes that are no "
-    "request come back as UNKNOWN 'Unexpected <class DecodeError>...' instead of INVALID_ARGUMENT",
-)
 @pytest.mark.parametrize("method", [*UNARY_METHODS, "Interact"])
 def test_undecodable_request_bytes_are_invalid_argument(channel, stub, method):
     garbage = b"\xff\xff\xff"
     if method == "Interact":
-        call = channel.stream_stream(f"{SERVICE}/Interact", request_serializer=lambda b: b, response_deserializer=lambda b: b)
-        with pytest.raises(grpc.RpcError) as refused:
-            list(call(iter([garbage]), timeout=CALL_TIMEOUT))
+        call = channel.stream_stream(f"{SERVICE}/Interact", request_serializer=lambda b: b, response_deserializer=pb.InteractResponse.FromString)
+        valid = pb.InteractRequest(request_id=7, undo=pb.Undo()).SerializeToString()
+        refused, after = list(call(iter([garbage, valid]), timeout=CALL_TIMEOUT))
+        assert refused.request_id == 0 and CODES[refused.error.code] is grpc.StatusCode.INVALID_ARGUMENT, refused
+        assert after.request_id == 7 and after.HasField("error"), "the stream goes on after an undecodable message"
+        assert "InteractRequest" in refused.error.message
     else:
         with pytest.raises(grpc.RpcError) as refused:
             _raw_unary(channel, method)(garbage, timeout=CALL_TIMEOUT)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT, (refused.value.code(), refused.value.details())
     assert_alive(stub)
-    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT, (refused.value.code(), refused.value.details())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a positive finite resolution so extreme that region size / downsample overflows to infinity "
-    "(downsample 5e-324, mpp 5e-324, magnification 1e308) raises OverflowError in server/slides.py "
-    "_plan_read (round(inf)): INTERNAL instead of INVALID_ARGUMENT/RESOURCE_EXHAUSTED",
-)
 @pytest.mark.parametrize("resolution", [{"downsample": 5e-324}, {"mpp": 5e-324}, {"magnification": 1e308}], ids=["downsample", "mpp", "magnification"])
 def test_extreme_resolution_is_refused_not_internal(stub, resolution):
     fov = pb.FieldOfView(
@@ -603,23 +556,12 @@ def _open(stub, slide_id: str, rect: tuple[float, float, float, float], downsamp
     return response
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="OpenSlideError from read_region (a tile that does not decode) is not mapped to a status: INTERNAL",
-)
 def test_undecodable_slide_tiles_are_refused_with_a_status(stub, fuzz_root):
     response = _open(stub, "cases/corrupt-tiles.svs", (4000, 2400, 2600, 1900), 4.0)
     assert response.HasField("error"), response
     assert_refusal(CODES[response.error.code], response.error.message, "corrupt level-1 tiles")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="OpenSlide errors are sticky: after one failed read the cached handle fails every later read of "
-    "that slide (even intact levels) until the file changes",
-)
 def test_a_failed_slide_read_does_not_poison_the_slide(stub, fuzz_root):
     _open(stub, "cases/corrupt-tiles.svs", (4000, 2400, 2600, 1900), 4.0)  # level 1: corrupt
     response = _open(stub, "cases/corrupt-tiles.svs", (5000, 3000, 256, 256), 1.0)  # level 0: intact
