@@ -90,6 +90,7 @@ class SegmentationServicer:
         """Interactive work on objects: open an object on a field of view, then clicks, box, undo,
         redo, reset, finish. Every request is answered by exactly one response carrying the same
         request_id: the object's current result, or an error for that step (the stream stays open).
+        A message that does not parse is answered INVALID_ARGUMENT with request_id 0.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
