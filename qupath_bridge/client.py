@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 import shapely
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
@@ -235,6 +236,7 @@ class SlidesamClient:
         else:
             self._channel = grpc.secure_channel(address, tls.credentials(), options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.SegmentationStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self) -> "SlidesamClient":
         return self
@@ -246,14 +248,13 @@ class SlidesamClient:
         self._channel.close()
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Blocks until the channel is connected; ConnectionLost after timeout seconds."""
-        ready = grpc.channel_ready_future(self._channel)
+        """Blocks until the server answers (a health check, which needs no token); ConnectionLost after
+        timeout seconds. (grpc.channel_ready_future would poll from a thread that outlives a closed channel.)"""
         try:
-            ready.result(timeout=timeout or self.ready_timeout)
-        except grpc.FutureTimeoutError as error:
-            raise ConnectionLost(f"no slidesam server answered at {self.address}") from error
-        finally:
-            ready.cancel()  # stops its connectivity polling before the channel may close
+            self._health.Check(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=timeout or self.ready_timeout)
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                raise ConnectionLost(f"no slidesam server answered at {self.address}") from None
 
     def list_models(self) -> list[pb.ModelInfo]:
         return list(self._unary(self._stub.ListModels, pb.ListModelsRequest()).models)
