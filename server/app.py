@@ -1,5 +1,5 @@
-"""Assembles a running gRPC server: engine, scheduler, security, segmentation service, health,
-reflection and metrics."""
+"""Assembles a running gRPC server: one engine and scheduler per device, security, the segmentation
+service, health, reflection and metrics."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from slidesam.v1 import slidesam_pb2 as pb
 
 from server.auth import Authenticator
 from server.config import MiB, ServerConfig
+from server.devices import DevicePool, DeviceWorker
 from server.engine.cache import EmbeddingCache
 from server.engine.engine import Engine, EngineConfig
 from server.engine.scheduler import Scheduler
@@ -29,7 +30,7 @@ from server.slides import SlideStore
 from server.tokens import TokenStore
 from server.uploads import UploadStore
 
-__all__ = ["ServerConfig", "RunningServer", "ServerThread", "build_engine", "serve_forever", "start_server"]
+__all__ = ["ServerConfig", "RunningServer", "ServerThread", "build_engines", "serve_forever", "start_server"]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ EXPIRY_CHECK_SECONDS = 5.0
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    engine: Engine
-    scheduler: Scheduler
+    devices: DevicePool
     service: SegmentationService
     health: health.aio.HealthServicer
     metrics: ServerMetrics
@@ -60,26 +60,27 @@ class RunningServer:
         await self.server.stop(grace)
         for task in self._background:
             task.cancel()
-        await asyncio.to_thread(self.scheduler.shutdown)
+        await asyncio.to_thread(self.devices.shutdown)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
 
 
-def build_engine(config: ServerConfig, registry: ModelRegistry | None = None) -> Engine:
-    """The engine for a config; pass a registry to share already loaded models (tests do)."""
-    if registry is None:
-        registry = ModelRegistry.create(config.model_dir, config.device, config.default_model)
-        for name, (location, sha256) in config.checkpoints.items():
-            registry.configure_checkpoint(name, location, sha256)
-    return Engine(
-        models=registry,
-        slides=SlideStore(config.slide_root),
-        uploads=UploadStore(max_bytes=int(config.upload_mb * MiB)),
-        cache=EmbeddingCache(int(config.cache_mb * MiB)),
-        config=EngineConfig(default_max_vertices=config.max_vertices, default_strategy=config.strategy,
-                            cache_dtype=config.cache_dtype),
-    )
+def build_engines(config: ServerConfig, registries: list[ModelRegistry] | None = None) -> list[Engine]:
+    """One engine per device of the config, sharing the slide and upload stores. Pass registries (one
+    per device) to share already loaded models (tests do)."""
+    if registries is None:
+        registries = []
+        for device in config.devices():
+            registry = ModelRegistry.create(config.model_dir, device, config.default_model)
+            for name, (location, sha256) in config.checkpoints.items():
+                registry.configure_checkpoint(name, location, sha256)
+            registries.append(registry)
+    slides = SlideStore(config.slide_root)
+    uploads = UploadStore(max_bytes=int(config.upload_mb * MiB))
+    engine_config = EngineConfig(default_max_vertices=config.max_vertices, default_strategy=config.strategy,
+                                 cache_dtype=config.cache_dtype)
+    return [Engine(registry, slides, uploads, EmbeddingCache(int(config.cache_mb * MiB)), engine_config) for registry in registries]
 
 
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
@@ -100,32 +101,31 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
 
 def _free_cuda_memory(engine: Engine) -> None:
     dropped = engine.cache.clear()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if engine.models.device.type == "cuda":
+        with torch.cuda.device(engine.models.device):
+            torch.cuda.empty_cache()
     log.warning("dropped %d cached embeddings to free GPU memory", dropped)
 
 
-async def start_server(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
-    """Builds and starts the server; returns once it listens."""
-    engine = engine or build_engine(config)
+async def start_server(config: ServerConfig, engines: list[Engine] | None = None) -> RunningServer:
+    """Builds and starts the server (one model worker per engine); returns once it listens."""
+    engines = engines or build_engines(config)
     if config.preload:
-        engine.models.get(config.default_model)
+        for engine in engines:
+            engine.models.get(config.default_model)
     if config.allow_anonymous and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("anonymous access is allowed on %s: anyone who can reach this port can use the server", config.host)
     metrics = ServerMetrics()
-    scheduler_config = config.scheduler(engine.models.device.type)
-    scheduler = Scheduler(scheduler_config, lambda: _free_cuda_memory(engine), metrics.decoder_batch_size.observe)
-    metrics.watch_queue(scheduler.depth)
-    metrics.watch_cache(engine.cache.stats)
+    devices = DevicePool([_worker(config, engine, metrics) for engine in engines])
+    metrics.watch_devices(devices)
     tokens = TokenStore(config.tokens_file) if config.tokens_file else None
     parts = ServiceParts(
-        scheduler=scheduler,
         authenticator=Authenticator(tokens, config.allow_anonymous, config.default_limits),
         limiter=UserLimiter(),
         ownership=ObjectOwnership(config.session_idle_seconds),
         metrics=metrics,
     )
-    service = SegmentationService(engine, parts)
+    service = SegmentationService(devices, parts)
     max_message = int(config.max_message_mb * MiB)
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", max_message),
@@ -148,13 +148,20 @@ async def start_server(config: ServerConfig, engine: Engine | None = None) -> Ru
         metrics_port = metrics_http.server_port
     background = [asyncio.get_running_loop().create_task(_expire_idle_objects(service))]
     log.info(
-        "slidesam server listening on %s:%d (%s; %s; decoder batches of up to %d; models: %s; slide root: %s%s)",
+        "slidesam server listening on %s:%d (%s; %s; devices: %s, decoder batches of up to %d; models: %s; slide root: %s%s)",
         config.host, port, "TLS" + (" with client certificates" if config.tls_client_ca else "") if config.tls else "plaintext",
-        "tokens from " + str(config.tokens_file) if tokens else "anonymous access", scheduler_config.max_batch,
-        ", ".join(engine.models.names()), config.slide_root,
+        "tokens from " + str(config.tokens_file) if tokens else "anonymous access",
+        ", ".join(worker.device for worker in devices), devices.workers[0].scheduler.config.max_batch,
+        ", ".join(devices.models.names()), config.slide_root,
         f"; metrics on {config.metrics_host}:{metrics_port}" if metrics_port is not None else "",
     )
-    return RunningServer(server, port, engine, scheduler, service, health_servicer, metrics, metrics_port, background, metrics_http)
+    return RunningServer(server, port, devices, service, health_servicer, metrics, metrics_port, background, metrics_http)
+
+
+def _worker(config: ServerConfig, engine: Engine, metrics: ServerMetrics) -> DeviceWorker:
+    """The engine's model thread, with decoder batching chosen for its device."""
+    scheduler_config = config.scheduler(engine.models.device.type)
+    return DeviceWorker(engine, Scheduler(scheduler_config, lambda: _free_cuda_memory(engine), metrics.decoder_batch_size.observe))
 
 
 async def _expire_idle_objects(service: SegmentationService) -> None:
@@ -179,12 +186,12 @@ async def serve_forever(config: ServerConfig) -> None:
 class ServerThread:
     """A server on its own event loop in a background thread (tests, benchmarks, demos in one process)."""
 
-    def __init__(self, config: ServerConfig, engine: Engine | None = None):
+    def __init__(self, config: ServerConfig, engines: list[Engine] | None = None):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="slidesam-server", daemon=True)
         self._thread.start()
         self.config = config
-        self.running: RunningServer = self.call(start_server(config, engine))
+        self.running: RunningServer = self.call(start_server(config, engines))
         self.port = self.running.port
         self.address = f"{config.host}:{self.port}"
 

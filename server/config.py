@@ -35,12 +35,12 @@ class ServerConfig(BaseModel):
     port: int = Field(50051, ge=0, le=65535)               # 0 picks a free port
     model_dir: Path | None = None
     default_model: str = "mobile_sam"
-    device: str = "auto"
+    device: str = "auto"                                    # auto (every GPU, else the CPU), cpu, cuda:0, cuda:0,cuda:1
     threads: int = Field(0, ge=0)                           # torch CPU threads; 0 = torch's choice
     checkpoints: dict[str, tuple[str, str]] = {}           # name -> (path or URL, sha256)
     preload: bool = True                                    # load the default model at start
     # Memory
-    cache_mb: float = Field(1024, gt=0)                     # image embeddings (4 MiB each at float32)
+    cache_mb: float = Field(1024, gt=0)                     # image embeddings per device (4 MiB each at float32)
     cache_dtype: Literal["float32", "float16"] = "float32"  # float16 stores twice as many embeddings
     upload_mb: float = Field(512, gt=0)                     # decoded uploaded images
     max_message_mb: float = Field(64, gt=0)                 # largest request or reply
@@ -89,6 +89,15 @@ class ServerConfig(BaseModel):
         """
         max_batch = self.max_batch or (AUTO_GPU_BATCH if device_type == "cuda" else 1)
         return SchedulerConfig(self.max_pending, self.max_pending_per_user, max_batch=max_batch)
+
+    def devices(self) -> list[str]:
+        """The torch devices to run on, one worker each: 'auto' means every CUDA device, else the CPU."""
+        if self.device != "auto":
+            return [name.strip() for name in self.device.split(",") if name.strip()]
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [f"cuda:{index}" for index in range(count)] or ["cpu"]
 
     @property
     def default_limits(self) -> UserLimits:

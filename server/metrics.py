@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from server.engine.cache import CacheStats
+from server.devices import DevicePool
 from server.engine.scheduler import Priority
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
@@ -45,30 +45,36 @@ class ServerMetrics:
                                        registry=self.registry)
         ProcessCollector(registry=self.registry)
 
-    def watch_queue(self, depth: Callable[[Priority], int]) -> None:
-        """Exports the scheduler's queue depth by priority."""
-        gauge = Gauge("slidesam_queue_depth", "Requests waiting for the model worker", ["priority"], registry=self.registry)
-        for priority in Priority:
-            gauge.labels(priority.name.lower()).set_function(lambda priority=priority: depth(priority))
-
-    def watch_cache(self, stats: Callable[[], CacheStats]) -> None:
-        """Exports the embedding cache's hits, misses, evictions, bytes and budget."""
-        self.registry.register(_CacheCollector(stats))
+    def watch_devices(self, devices: DevicePool) -> None:
+        """Exports each device's queue depth (by priority) and embedding cache."""
+        self.registry.register(_DeviceCollector(devices))
 
     def serve(self, port: int, host: str) -> tuple[object, object]:
         """Starts the /metrics HTTP endpoint; returns (http server, thread) so a caller can stop it."""
         return start_http_server(port, addr=host, registry=self.registry)
 
 
-class _CacheCollector(Collector):
-    def __init__(self, stats: Callable[[], CacheStats]):
-        self._stats = stats
+class _DeviceCollector(Collector):
+    """Read at every scrape: queue depth and cache figures of each device worker."""
+
+    def __init__(self, devices: DevicePool):
+        self._devices = devices
 
     def collect(self) -> Iterable:
-        stats = self._stats()
-        yield CounterMetricFamily("slidesam_cache_hits", "Embedding cache hits", value=stats.hits)
-        yield CounterMetricFamily("slidesam_cache_misses", "Embedding cache misses (an encode followed)", value=stats.misses)
-        yield CounterMetricFamily("slidesam_cache_evictions", "Embeddings evicted to stay within the budget", value=stats.evictions)
-        yield GaugeMetricFamily("slidesam_cache_bytes", "Bytes of embeddings held", value=stats.bytes)
-        yield GaugeMetricFamily("slidesam_cache_budget_bytes", "The embedding cache's byte budget", value=stats.budget_bytes)
-        yield GaugeMetricFamily("slidesam_cache_entries", "Embeddings held", value=stats.entries)
+        depth = GaugeMetricFamily("slidesam_queue_depth", "Requests waiting for the model worker", labels=["device", "priority"])
+        cache = {
+            "hits": CounterMetricFamily("slidesam_cache_hits", "Embedding cache hits", labels=["device"]),
+            "misses": CounterMetricFamily("slidesam_cache_misses", "Embedding cache misses (an encode followed)", labels=["device"]),
+            "evictions": CounterMetricFamily("slidesam_cache_evictions", "Embeddings evicted to stay within the budget", labels=["device"]),
+            "bytes": GaugeMetricFamily("slidesam_cache_bytes", "Bytes of embeddings held", labels=["device"]),
+            "budget_bytes": GaugeMetricFamily("slidesam_cache_budget_bytes", "The embedding cache's byte budget", labels=["device"]),
+            "entries": GaugeMetricFamily("slidesam_cache_entries", "Embeddings held", labels=["device"]),
+        }
+        for worker in self._devices:
+            for priority in Priority:
+                depth.add_metric([worker.device, priority.name.lower()], worker.scheduler.depth(priority))
+            stats = worker.engine.cache.stats()
+            for field, family in cache.items():
+                family.add_metric([worker.device], getattr(stats, field))
+        yield depth
+        yield from cache.values()

@@ -17,7 +17,8 @@ from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 from server import errors
 from server.auth import Authenticator, User
 from server.engine.engine import Engine, Timings
-from server.engine.scheduler import Priority, Scheduler
+from server.devices import DevicePool, DeviceWorker
+from server.engine.scheduler import Priority
 from server.engine.session import ObjectSession, Outcome
 from server.limits import UserLimiter
 from server.metrics import ServerMetrics
@@ -73,18 +74,18 @@ class _Stream:
     user: User
     deadline: float | None
     session: ObjectSession | None = None
+    worker: DeviceWorker | None = None  # the device the open object lives on
     claim: Claim | None = None
     detached: str = ""  # why the last object was taken away (expired, reopened elsewhere)
 
     def detach(self, reason: str) -> None:
-        self.session, self.claim, self.detached = None, None, reason
+        self.session, self.worker, self.claim, self.detached = None, None, None, reason
 
 
 @dataclass
 class ServiceParts:
     """What the servicer works with besides the engine."""
 
-    scheduler: Scheduler
     authenticator: Authenticator
     limiter: UserLimiter
     ownership: ObjectOwnership
@@ -92,9 +93,8 @@ class ServiceParts:
 
 
 class SegmentationService(pb_grpc.SegmentationServicer):
-    def __init__(self, engine: Engine, parts: ServiceParts):
-        self.engine = engine
-        self.scheduler = parts.scheduler
+    def __init__(self, devices: DevicePool, parts: ServiceParts):
+        self.devices = devices
         self.auth = parts.authenticator
         self.limiter = parts.limiter
         self.ownership = parts.ownership
@@ -107,17 +107,17 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         except Exception as error:  # noqa: BLE001
             await self._abort(context, "ListModels", error)
         self.metrics.requests.labels("ListModels").inc()
-        return model_infos_to_pb(self.engine.models)
+        return model_infos_to_pb(self.devices.models, [worker.device for worker in self.devices])
 
     async def UploadImage(self, request: pb.UploadImageRequest, context) -> pb.UploadImageResponse:
         started = time.perf_counter()
         try:
             user = self._identify(context)
             _decoded(request)
-            present = bool(request.sha256) and request.sha256 in self.engine.uploads
+            present = bool(request.sha256) and request.sha256 in self.devices.uploads
             if not present:
                 self.limiter.charge_upload(user, len(request.data))
-            image = await asyncio.to_thread(self.engine.uploads.put, request.data, request.sha256 or None)
+            image = await asyncio.to_thread(self.devices.uploads.put, request.data, request.sha256 or None)
         except Exception as error:  # noqa: BLE001 - every failure becomes a status
             await self._abort(context, "UploadImage", error)
         height, width = image.pixels.shape[:2]
@@ -137,8 +137,9 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                 raise errors.InvalidArgument("Segment needs at least one click or a box")
             polygons = polygon_request_from_pb(request.polygon_options)
             strategy = strategy_from_pb(request.strategy)
-            outcome, queue_ms = await self.scheduler.run(
-                partial(_segment, self.engine, fov, request.model, polygons, strategy, clicks, box),
+            worker, _ = await asyncio.to_thread(self.devices.choose, fov, request.model)
+            outcome, queue_ms = await worker.scheduler.run(
+                partial(_segment, worker.engine, fov, request.model, polygons, strategy, clicks, box),
                 user=user.name, priority=Priority.BATCH, deadline=_deadline(context),
             )
         except Exception as error:  # noqa: BLE001
@@ -205,9 +206,8 @@ class SegmentationService(pb_grpc.SegmentationServicer):
     async def _apply(self, stream: _Stream, request: pb.InteractRequest, action: str | None) -> tuple[Outcome, float]:
         if action is None:
             raise errors.InvalidArgument("an InteractRequest needs an action: open, clicks, box, undo, redo, reset or finish")
-        run = partial(self.scheduler.run, user=stream.user.name, priority=Priority.INTERACTIVE, deadline=stream.deadline)
         if action == "open":
-            return await self._open(stream, request.open, run)
+            return await self._open(stream, request.open)
         session = stream.session
         if session is None:
             if stream.detached:
@@ -216,6 +216,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         if action == "finish":
             self._release(stream)
             return session.finish(), 0.0
+        run = self._runner(stream, stream.worker)
         with self.ownership.using(stream.claim):
             if action == "clicks":
                 clicks = clicks_from_pb(request.clicks.clicks)
@@ -226,24 +227,29 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                 return await run(partial(session.pending_box, box_from_pb(request.box.box)), light=True, batchable=True)
             return {"undo": session.undo, "redo": session.redo, "reset": session.reset}[action](), 0.0
 
-    async def _open(self, stream: _Stream, opening: pb.OpenObject, run) -> tuple[Outcome, float]:
+    @staticmethod
+    def _runner(stream: _Stream, worker: DeviceWorker):
+        """Schedules a stream's work on a device as interactive work of its user, within its deadline."""
+        return partial(worker.scheduler.run, user=stream.user.name, priority=Priority.INTERACTIVE, deadline=stream.deadline)
+
+    async def _open(self, stream: _Stream, opening: pb.OpenObject) -> tuple[Outcome, float]:
         fov = field_of_view_from_pb(opening.field_of_view, opening.HasField("field_of_view"))
         polygons = polygon_request_from_pb(opening.polygon_options)
         strategy = strategy_from_pb(opening.strategy)
         object_id = validate_object_id(opening.object_id) or uuid.uuid4().hex
-        cached = await asyncio.to_thread(self.engine.is_cached, fov, opening.model)
+        worker, cached = await asyncio.to_thread(self.devices.choose, fov, opening.model)
         claim = self.ownership.claim(object_id, stream.user.name, stream.detach)
         try:
             with self.ownership.using(claim):
-                (session, outcome), queue_ms = await run(
-                    partial(ObjectSession.open, self.engine, fov, opening.model, polygons, strategy, object_id), light=cached
+                (session, outcome), queue_ms = await self._runner(stream, worker)(
+                    partial(ObjectSession.open, worker.engine, fov, opening.model, polygons, strategy, object_id), light=cached
                 )
         except BaseException:
             self.ownership.release(claim)
             raise
         if stream.claim is not None and stream.claim is not claim:
             self.ownership.release(stream.claim)
-        stream.session, stream.claim, stream.detached = session, claim, ""
+        stream.session, stream.worker, stream.claim, stream.detached = session, worker, claim, ""
         self.metrics.open_objects.set(len(self.ownership))
         return outcome, queue_ms
 

@@ -149,7 +149,9 @@ def outcome_to_pb(outcome: Outcome, queue_ms: float) -> pb.SegmentationResult:
     return result
 
 
-def model_infos_to_pb(registry: ModelRegistry) -> pb.ListModelsResponse:
+def model_infos_to_pb(registry: ModelRegistry, devices: list[str] | None = None) -> pb.ListModelsResponse:
+    """The registry's models; devices names every device the server runs them on (default: the registry's)."""
+    device = ",".join(devices) if devices else str(registry.device)
     models = []
     for name in registry.names():
         spec = registry.spec(name)
@@ -159,7 +161,7 @@ def model_infos_to_pb(registry: ModelRegistry) -> pb.ListModelsResponse:
                 architecture=spec.architecture,
                 input_size=spec.input_size,
                 checkpoint_sha256=spec.sha256 or "",
-                device=str(registry.device),
+                device=device,
                 loaded=registry.is_loaded(name),
                 is_default=name == registry.default,
                 available=registry.is_available(name),

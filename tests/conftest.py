@@ -38,13 +38,14 @@ def synthetic_slide(slide_root):
     return write_synthetic_slide(path)
 
 
-def make_server(registry, slide_root: Path, port: int = 0, **overrides):
-    """A real gRPC server on a loopback port, sharing the already loaded model."""
-    from server.app import ServerConfig, ServerThread, build_engine
+def make_server(registry, slide_root: Path, port: int = 0, devices: int = 1, **overrides):
+    """A real gRPC server on a loopback port, sharing the already loaded model (devices > 1: that many
+    model workers, each with its own queue and cache, all on the test device)."""
+    from server.app import ServerConfig, ServerThread, build_engines
 
     settings = {"slide_root": slide_root, "port": port, "preload": False, "max_message_mb": TEST_MAX_MESSAGE_MB, "allow_anonymous": True}
     config = ServerConfig(**(settings | overrides))
-    return ServerThread(config, build_engine(config, registry))
+    return ServerThread(config, build_engines(config, [registry] * devices))
 
 
 @pytest.fixture(scope="session")

@@ -136,9 +136,15 @@ class Scheduler:
         self._queue = FairQueue()
         self._wakeup = threading.Condition()
         self._closing = False
+        self._outstanding = 0                        # admitted and not yet answered (queued or running)
         self._service_seconds = 0.1                  # moving average of a job's run time (for retry hints)
         self._thread = threading.Thread(target=self._serve, name="slidesam-model", daemon=True)
         self._thread.start()
+
+    @property
+    def outstanding(self) -> int:
+        """Jobs admitted and not yet answered: waiting or running."""
+        return self._outstanding
 
     def depth(self, priority: Priority | None = None) -> int:
         """Jobs waiting (of one priority, or all)."""
@@ -164,12 +170,16 @@ class Scheduler:
         with self._wakeup:
             self._admit(job)
             self._queue.push(job)
+            self._outstanding += 1
             self._wakeup.notify()
         try:
             result = await job.future
         except asyncio.CancelledError:
             job.cancelled = True
             raise
+        finally:
+            with self._wakeup:
+                self._outstanding -= 1
         return result, job.queue_ms
 
     def shutdown(self) -> None:

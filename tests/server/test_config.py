@@ -86,3 +86,14 @@ def test_json_logs_carry_the_request_fields(restored_logging, monkeypatch):
     record = json.loads(stream.getvalue().strip().splitlines()[-1])
     assert record["message"] == "Interact clicks user=alice" and record["level"] == "INFO"
     assert record["user"] == "alice" and record["total_ms"] == 81.5 and record["logger"] == "server.service" and record["time"]
+
+
+def test_one_worker_per_listed_device(tmp_path):
+    def devices(device: str) -> list[str]:
+        return load_config(flags={"slide_root": tmp_path, "allow_anonymous": True, "device": device}, environ={}).devices()
+
+    assert devices("cuda:0, cuda:1") == ["cuda:0", "cuda:1"] and devices("cpu") == ["cpu"]
+    import torch
+
+    expected = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else ["cpu"]
+    assert devices("auto") == expected

@@ -278,7 +278,7 @@ def say(config, line: str) -> None:
 def embedded_regions(server) -> int:
     """How many regions the server has embedded (each cost an encode); -1 if the engine hides it."""
     try:
-        return server.running.engine.cache.stats().entries
+        return server.running.devices.workers[0].engine.cache.stats().entries
     except AttributeError:
         return -1
 

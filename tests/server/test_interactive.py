@@ -172,7 +172,7 @@ def test_list_models_health_and_reflection(client, server):
     models = {m.name: m for m in client.list_models()}
     mobile = models["mobile_sam"]
     assert mobile.is_default and mobile.loaded and mobile.available and mobile.input_size == 1024
-    assert mobile.checkpoint_sha256.startswith("6dbb9052") and mobile.device == str(server.running.engine.models.device)
+    assert mobile.checkpoint_sha256.startswith("6dbb9052") and mobile.device == str(server.running.devices.models.device)
     assert {"sam_vit_b", "sam_vit_l", "sam_vit_h"} <= set(models) and not models["sam_vit_b"].available
     with grpc.insecure_channel(server.address) as channel:
         status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="slidesam.v1.Segmentation"))

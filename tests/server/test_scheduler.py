@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from server.engine.scheduler import FairQueue, Job, Priority, Scheduler, SchedulerConfig
-from server.errors import Cancelled, DeadlineExceeded, ResourceExhausted
+from server.errors import DeadlineExceeded, ResourceExhausted
 from server.models.preemption import preemption_hook, yield_point
 from server.models.sam import DecodeInput, PendingDecode
 

@@ -188,10 +188,11 @@ def test_metrics_endpoint_reports_clicks_cache_streams_and_errors(secured, synth
     after = scrape(secured.running.metrics_port)
     assert metric(after, "slidesam_click_seconds_count") >= metric(before, "slidesam_click_seconds_count") + 1
     assert metric(during, "slidesam_active_streams") >= 1
-    assert metric(after, "slidesam_cache_hits_total") > metric(before, "slidesam_cache_hits_total")
-    assert metric(after, "slidesam_cache_bytes") <= metric(after, "slidesam_cache_budget_bytes")
+    device = str(secured.running.devices.models.device)
+    assert metric(after, "slidesam_cache_hits_total", device=device) > metric(before, "slidesam_cache_hits_total", device=device)
+    assert metric(after, "slidesam_cache_bytes", device=device) <= metric(after, "slidesam_cache_budget_bytes", device=device)
     assert metric(after, "slidesam_errors_total", method="ListModels", code="UNAUTHENTICATED") >= 1
-    assert metric(after, "slidesam_queue_depth", priority="interactive") == 0
+    assert metric(after, "slidesam_queue_depth", device=device, priority="interactive") == 0
     assert metric(after, "process_resident_memory_bytes") > 100 * 2**20
 
 
@@ -253,13 +254,13 @@ def test_cache_stays_within_budget_with_fp16_storage(model_registry, slide_root,
             for offset in (0, 101, 203):
                 with client.open_object(fov_at(synthetic_slide, offset=offset)):
                     pass
-                stats = small.running.engine.cache.stats()
+                stats = small.running.devices.workers[0].engine.cache.stats()
                 assert stats.bytes <= stats.budget_bytes
         text = scrape(small.running.metrics_port)
     finally:
         small.stop()
     assert stats.entries == 2 and stats.evictions >= 1, "fp16 embeddings are 2 MiB: two fit in 4.5 MiB"
-    assert metric(text, "slidesam_cache_bytes") == stats.bytes == 4 * 2**20
+    assert metric(text, "slidesam_cache_bytes", device=str(small.running.devices.models.device)) == stats.bytes == 4 * 2**20
 
 
 def test_idle_objects_expire_and_say_so(model_registry, slide_root, synthetic_slide):
@@ -289,7 +290,7 @@ def test_interactive_click_overtakes_a_batch_encode(server, client, synthetic_sl
 
         worker = threading.Thread(target=batch)
         worker.start()
-        wait_until(lambda: server.running.scheduler.depth() == 0 and worker.is_alive(), timeout=10)
+        wait_until(lambda: server.running.devices.workers[0].scheduler.depth() == 0 and worker.is_alive(), timeout=10)
         time.sleep(0.3)  # the batch job is encoding now
         result = session.click(*centre(synthetic_slide), positive=True)
         finished["click"] = time.perf_counter()
@@ -335,3 +336,35 @@ def test_bridge_command_line_sends_the_token(secured, tokens):
     assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr
     assert served.returncode == 0 and "mobile_sam" in served.stdout, served.stderr
     assert from_env.returncode == 0 and "mobile_sam" in from_env.stdout, from_env.stderr
+
+
+def test_two_devices_share_the_work_and_keep_each_object_on_its_own(model_registry, slide_root, synthetic_slide):
+    """One model worker per device (here two on the test device): new fields of view go to the least busy
+    worker, a field of view already embedded goes back to the worker that holds it, and an object's clicks
+    stay on the worker it was opened on."""
+    pair = make_server(model_registry, slide_root, devices=2, metrics_port=0)
+    workers = pair.running.devices.workers
+    try:
+        with SlidesamClient(pair.address) as client:
+            results: dict[int, object] = {}
+
+            def open_and_click(offset: int) -> None:
+                with client.open_object(fov_at(synthetic_slide, offset=offset)) as session:
+                    results[offset] = session.click(*centre(synthetic_slide))
+
+            threads = [threading.Thread(target=open_and_click, args=(offset,)) for offset in (0, 131)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+            assert [worker.engine.cache.stats().entries for worker in workers] == [1, 1], "one field of view each"
+            with client.open_object(fov_at(synthetic_slide, offset=131)) as again:
+                assert again.result.cache_hit, "the field of view went back to the worker holding its embedding"
+                assert again.click(*centre(synthetic_slide)).raw.polygons == results[131].raw.polygons
+            (mobile,) = [model for model in client.list_models() if model.name == "mobile_sam"]
+        assert sum(worker.engine.cache.stats().misses for worker in workers) == 2
+        assert mobile.device == ",".join(worker.device for worker in workers)
+        text = scrape(pair.running.metrics_port)
+        assert text.count("slidesam_cache_entries{") == 2 and text.count('slidesam_queue_depth{device=') == 4
+    finally:
+        pair.stop()
