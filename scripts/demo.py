@@ -6,7 +6,6 @@ Run through ./scripts/demo (which sets up the environment). Everything comes fro
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import subprocess
