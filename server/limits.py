@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 from server.auth import User
 from server.errors import ResourceExhausted
@@ -27,9 +26,8 @@ class UserLimiter:
         with self._lock:
             return self._streams.get(user, 0)
 
-    @contextmanager
-    def stream(self, user: User) -> Iterator[None]:
-        """Holds one of the user's stream slots for the block; refuses when all are taken."""
+    def open_stream(self, user: User) -> None:
+        """Takes one of the user's stream slots; refuses when all are taken. Pair with close_stream."""
         with self._lock:
             held = self._streams.get(user.name, 0)
             if held >= user.max_streams:
@@ -39,13 +37,13 @@ class UserLimiter:
                     retry_after_s=1.0,
                 )
             self._streams[user.name] = held + 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._streams[user.name] -= 1
-                if not self._streams[user.name]:
-                    del self._streams[user.name]
+
+    def close_stream(self, user: User) -> None:
+        """Gives back a slot taken by open_stream."""
+        with self._lock:
+            self._streams[user.name] -= 1
+            if not self._streams[user.name]:
+                del self._streams[user.name]
 
     def charge_upload(self, user: User, size: int) -> None:
         """Counts size bytes against the user's minute; refuses (counting nothing) when over the limit."""

@@ -156,8 +156,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
     async def Interact(self, request_iterator, context):
         try:
             user = self._identify(context)
-            slot = self.limiter.stream(user)
-            slot.__enter__()
+            self.limiter.open_stream(user)
         except Exception as error:  # noqa: BLE001
             await self._abort(context, "Interact", error)
         stream = _Stream(user, _deadline(context))
@@ -167,7 +166,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
                 yield await self._interact_step(stream, request)
         finally:
             self.metrics.active_streams.dec()
-            slot.__exit__(None, None, None)
+            self.limiter.close_stream(user)
             if stream.claim is not None:
                 log.info("Interact stream of %s closed with object %s open; freed", user.name, stream.claim.object_id[:8])
                 self._release(stream)

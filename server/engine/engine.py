@@ -187,27 +187,6 @@ class Engine:
         score = float(candidates.scores[index])
         return Prediction(geometry, score, logits[None, None], area_px, area_px * mpp * mpp if mpp else None)
 
-    def predict(
-        self,
-        view: View,
-        clicks: tuple[Click, ...],
-        box: Box | None,
-        previous_logits: torch.Tensor | None,
-        new_clicks: int,
-        strategy: str,
-        polygons: PolygonOptions,
-        timings: Timings,
-    ) -> Prediction:
-        """Decodes the prompts against the view's embedding and draws the kept mask (one decoder pass)."""
-        if not clicks and box is None:
-            return EMPTY_PREDICTION
-        strategy_named(strategy)
-        decode = self.decode_input(view, clicks, box, previous_logits, timings)
-        started = time.perf_counter()
-        candidates = view.model.candidates(decode.embedding, decode.points, decode.labels, decode.box, decode.previous_logits)
-        timings.decode_ms = (time.perf_counter() - started) * 1e3
-        return self.prediction(view, decode, candidates, new_clicks, strategy, polygons, timings)
-
     def polygon_options(self, view: View, request: PolygonRequest) -> PolygonOptions:
         """Client polygon settings in level-0 pixels; µm settings need the image's mpp."""
         validate_polygon_request(request)

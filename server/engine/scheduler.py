@@ -234,7 +234,8 @@ class Scheduler:
             self._settle(job, error=error)
             return
         if isinstance(result, PendingDecode):
-            self._decode([(job, result)] + self._waiting_decodes())
+            with preemption_hook(None):  # a decoder batch and its completions run through, never paused
+                self._decode([(job, result)] + self._waiting_decodes())
         else:
             self._settle(job, result=result)
         elapsed = time.perf_counter() - job.started

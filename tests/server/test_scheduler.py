@@ -322,3 +322,40 @@ def test_fp16_cache_storage_halves_the_bytes_and_keeps_the_mask(model_registry):
     mask_half = model.upscale(half, model.candidates(half, point, label, None, None).logits[0])
     union = np.logical_or(mask_full, mask_half).sum()
     assert union == 0 or np.logical_and(mask_full, mask_half).sum() / union > 0.98
+
+
+def test_clicks_run_inside_a_pause_complete_one_after_the_other(model_registry):
+    """A click decoded inside a batch job's pause finishes before the next click starts: its completion
+    (upscaling, polygons) is never itself paused for other waiting work."""
+    _, model = model_registry.get("mobile_sam")
+    embedding = model.encode(np.random.default_rng(4).integers(0, 255, (128, 128, 3), dtype=np.uint8))
+    events: list[str] = []
+    batch_started = threading.Event()
+    scheduler = Scheduler(SchedulerConfig(max_batch=1))
+
+    def batch_encode() -> None:
+        batch_started.set()
+        for _ in range(30):
+            time.sleep(0.01)
+            yield_point()
+
+    def click(name: str) -> PendingDecode:
+        def complete(candidates, decode_ms: float) -> str:
+            events.append(f"{name} starts")
+            yield_point()  # as the engine's prediction does after upscaling
+            events.append(f"{name} ends")
+            return name
+
+        return PendingDecode(model, DecodeInput(embedding, np.array([[60.0, 60.0]]), np.array([1]), None, None), complete)
+
+    async def scenario():
+        batch = asyncio.ensure_future(scheduler.run(batch_encode, user="b", priority=Priority.BATCH))
+        await asyncio.to_thread(batch_started.wait, 10)
+        clicks = [asyncio.ensure_future(scheduler.run(lambda n=n: click(n), user=n, light=True, batchable=True)) for n in ("a", "c")]
+        await asyncio.gather(batch, *clicks)
+
+    try:
+        run(scenario())
+    finally:
+        scheduler.shutdown()
+    assert events == ["a starts", "a ends", "c starts", "c ends"], events
