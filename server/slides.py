@@ -8,6 +8,7 @@ chosen pyramid level, or the uploaded array), reading those pixels and resizing 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
@@ -107,10 +108,15 @@ class ImageSource(Protocol):
     """Something regions can be read from: a slide or uploaded pixels placed in level-0 space."""
 
     cache_key: str
+    store_identity: str
+    """Names the pixels across server restarts (keys the precomputed embedding store)."""
     width: int
     height: int
     mpp: float | None
     objective_power: float | None
+
+    @property
+    def bounds(self) -> Rect: ...
 
     def read_region(self, rect: Rect, downsample: float) -> RegionImage: ...
 
@@ -275,6 +281,7 @@ class OpenSlideSource:
     ) -> None:
         self._slide = slide
         self.cache_key = cache_key
+        self.store_identity = _slide_identity(slide, cache_key)
         self.damaged = False  # a read failed: the store opens a fresh handle for the next request
         self.width, self.height = slide.dimensions
         self.mpp = _mean_property(
@@ -287,6 +294,10 @@ class OpenSlideSource:
         self.level_downsamples: tuple[float, ...] = tuple(slide.level_downsamples)
         self._max_region_pixels = max_region_pixels
         self._max_read_pixels = max_read_pixels
+
+    @property
+    def bounds(self) -> Rect:
+        return Rect(0.0, 0.0, float(self.width), float(self.height))
 
     def plan_region(self, rect: Rect, downsample: float) -> tuple[Rect, tuple[int, int]]:
         """The level-0 rectangle and (height, width) that read_region would return; checks only."""
@@ -359,6 +370,7 @@ class ArrayImageSource:
                 raise InvalidArgument(f"image {name} must be a positive finite number, got {value!r}")
         self._pixels = pixels
         self.cache_key = cache_key
+        self.store_identity = f"{cache_key}@{origin_x:.17g},{origin_y:.17g},{downsample:.17g}"
         rows, columns = pixels.shape[:2]
         self._grid = _Grid(float(origin_x), float(origin_y), float(downsample), columns, rows)
         self._bounds = self._grid.covered((0, 0, columns, rows))
@@ -367,6 +379,10 @@ class ArrayImageSource:
         self.mpp = mpp
         self.objective_power = objective_power
         self._max_region_pixels = max_region_pixels
+
+    @property
+    def bounds(self) -> Rect:
+        return self._bounds
 
     def plan_region(self, rect: Rect, downsample: float) -> tuple[Rect, tuple[int, int]]:
         """The level-0 rectangle and (height, width) that read_region would return; checks only."""
@@ -490,6 +506,14 @@ def _check_slide_id(slide_id: str) -> None:
         )
     if ".." in path.parts:
         raise InvalidArgument(f"slide id {slide_id!r} contains '..'; ids may not leave the slide root")
+
+
+def _slide_identity(slide: openslide.OpenSlide, cache_key: str) -> str:
+    """OpenSlide's quickhash of the slide's content when it has one, else a hash of path, size and mtime."""
+    quickhash = slide.properties.get("openslide.quickhash-1")
+    if quickhash:
+        return f"openslide-quickhash-1:{quickhash}"
+    return "file:" + hashlib.sha256(cache_key.encode()).hexdigest()
 
 
 def _mean_property(properties: Mapping[str, str], *names: str) -> float | None:

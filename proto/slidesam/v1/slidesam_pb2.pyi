@@ -7,11 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class WindowMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WINDOW_MODE_UNSPECIFIED: _ClassVar[WindowMode]
+    WINDOW_MODE_MULTI: _ClassVar[WindowMode]
+    WINDOW_MODE_SINGLE: _ClassVar[WindowMode]
+
 class PromptStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PROMPT_STRATEGY_UNSPECIFIED: _ClassVar[PromptStrategy]
     PROMPT_STRATEGY_PLAIN: _ClassVar[PromptStrategy]
     PROMPT_STRATEGY_CONSISTENT: _ClassVar[PromptStrategy]
+WINDOW_MODE_UNSPECIFIED: WindowMode
+WINDOW_MODE_MULTI: WindowMode
+WINDOW_MODE_SINGLE: WindowMode
 PROMPT_STRATEGY_UNSPECIFIED: PromptStrategy
 PROMPT_STRATEGY_PLAIN: PromptStrategy
 PROMPT_STRATEGY_CONSISTENT: PromptStrategy
@@ -115,14 +124,18 @@ class Resolution(_message.Message):
     def __init__(self, mpp: _Optional[float] = ..., magnification: _Optional[float] = ..., downsample: _Optional[float] = ...) -> None: ...
 
 class FieldOfView(_message.Message):
-    __slots__ = ("image", "region", "resolution")
+    __slots__ = ("image", "region", "resolution", "windows", "align_to_grid")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    ALIGN_TO_GRID_FIELD_NUMBER: _ClassVar[int]
     image: ImageSource
     region: Rect
     resolution: Resolution
-    def __init__(self, image: _Optional[_Union[ImageSource, _Mapping]] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
+    windows: WindowMode
+    align_to_grid: bool
+    def __init__(self, image: _Optional[_Union[ImageSource, _Mapping]] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ..., windows: _Optional[_Union[WindowMode, str]] = ..., align_to_grid: _Optional[bool] = ...) -> None: ...
 
 class Point(_message.Message):
     __slots__ = ("x", "y")
@@ -183,7 +196,7 @@ class Polygon(_message.Message):
     def __init__(self, exterior: _Optional[_Union[Ring, _Mapping]] = ..., holes: _Optional[_Iterable[_Union[Ring, _Mapping]]] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("read_ms", "encode_ms", "decode_ms", "postprocess_ms", "total_ms", "cache_hit", "queue_ms")
+    __slots__ = ("read_ms", "encode_ms", "decode_ms", "postprocess_ms", "total_ms", "cache_hit", "queue_ms", "windows_encoded", "windows_from_store")
     READ_MS_FIELD_NUMBER: _ClassVar[int]
     ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +204,8 @@ class Timings(_message.Message):
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_ENCODED_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FROM_STORE_FIELD_NUMBER: _ClassVar[int]
     read_ms: float
     encode_ms: float
     decode_ms: float
@@ -198,10 +213,32 @@ class Timings(_message.Message):
     total_ms: float
     cache_hit: bool
     queue_ms: float
-    def __init__(self, read_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., postprocess_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., queue_ms: _Optional[float] = ...) -> None: ...
+    windows_encoded: int
+    windows_from_store: int
+    def __init__(self, read_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., postprocess_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., queue_ms: _Optional[float] = ..., windows_encoded: _Optional[int] = ..., windows_from_store: _Optional[int] = ...) -> None: ...
+
+class ModelResolution(_message.Message):
+    __slots__ = ("requested_downsample", "requested_mpp", "encoder_downsample", "encoder_mpp", "downsampled", "windows", "windows_decoded", "coarse_downsample")
+    REQUESTED_DOWNSAMPLE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_MPP_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_DOWNSAMPLE_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_MPP_FIELD_NUMBER: _ClassVar[int]
+    DOWNSAMPLED_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_DECODED_FIELD_NUMBER: _ClassVar[int]
+    COARSE_DOWNSAMPLE_FIELD_NUMBER: _ClassVar[int]
+    requested_downsample: float
+    requested_mpp: float
+    encoder_downsample: float
+    encoder_mpp: float
+    downsampled: bool
+    windows: int
+    windows_decoded: int
+    coarse_downsample: float
+    def __init__(self, requested_downsample: _Optional[float] = ..., requested_mpp: _Optional[float] = ..., encoder_downsample: _Optional[float] = ..., encoder_mpp: _Optional[float] = ..., downsampled: _Optional[bool] = ..., windows: _Optional[int] = ..., windows_decoded: _Optional[int] = ..., coarse_downsample: _Optional[float] = ...) -> None: ...
 
 class SegmentationResult(_message.Message):
-    __slots__ = ("object_id", "polygons", "score", "area_px", "area_um2", "mpp_known", "model_id", "timings", "clicks", "box", "step", "can_undo", "can_redo", "region", "downsample", "strategy")
+    __slots__ = ("object_id", "polygons", "score", "area_px", "area_um2", "mpp_known", "model_id", "timings", "clicks", "box", "step", "can_undo", "can_redo", "region", "downsample", "strategy", "resolution", "outline")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     POLYGONS_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +255,8 @@ class SegmentationResult(_message.Message):
     REGION_FIELD_NUMBER: _ClassVar[int]
     DOWNSAMPLE_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    OUTLINE_FIELD_NUMBER: _ClassVar[int]
     object_id: str
     polygons: _containers.RepeatedCompositeFieldContainer[Polygon]
     score: float
@@ -234,7 +273,9 @@ class SegmentationResult(_message.Message):
     region: Rect
     downsample: float
     strategy: PromptStrategy
-    def __init__(self, object_id: _Optional[str] = ..., polygons: _Optional[_Iterable[_Union[Polygon, _Mapping]]] = ..., score: _Optional[float] = ..., area_px: _Optional[float] = ..., area_um2: _Optional[float] = ..., mpp_known: _Optional[bool] = ..., model_id: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., clicks: _Optional[_Iterable[_Union[Click, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., step: _Optional[int] = ..., can_undo: _Optional[bool] = ..., can_redo: _Optional[bool] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., downsample: _Optional[float] = ..., strategy: _Optional[_Union[PromptStrategy, str]] = ...) -> None: ...
+    resolution: ModelResolution
+    outline: _containers.RepeatedCompositeFieldContainer[Polygon]
+    def __init__(self, object_id: _Optional[str] = ..., polygons: _Optional[_Iterable[_Union[Polygon, _Mapping]]] = ..., score: _Optional[float] = ..., area_px: _Optional[float] = ..., area_um2: _Optional[float] = ..., mpp_known: _Optional[bool] = ..., model_id: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., clicks: _Optional[_Iterable[_Union[Click, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., step: _Optional[int] = ..., can_undo: _Optional[bool] = ..., can_redo: _Optional[bool] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., downsample: _Optional[float] = ..., strategy: _Optional[_Union[PromptStrategy, str]] = ..., resolution: _Optional[_Union[ModelResolution, _Mapping]] = ..., outline: _Optional[_Iterable[_Union[Polygon, _Mapping]]] = ...) -> None: ...
 
 class OpenObject(_message.Message):
     __slots__ = ("field_of_view", "model", "polygon_options", "object_id", "strategy")
@@ -262,6 +303,12 @@ class SetBox(_message.Message):
     box: Box
     def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ...) -> None: ...
 
+class SetOutline(_message.Message):
+    __slots__ = ("polygons",)
+    POLYGONS_FIELD_NUMBER: _ClassVar[int]
+    polygons: _containers.RepeatedCompositeFieldContainer[Polygon]
+    def __init__(self, polygons: _Optional[_Iterable[_Union[Polygon, _Mapping]]] = ...) -> None: ...
+
 class Undo(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -279,7 +326,7 @@ class Finish(_message.Message):
     def __init__(self) -> None: ...
 
 class InteractRequest(_message.Message):
-    __slots__ = ("request_id", "open", "clicks", "box", "undo", "redo", "reset", "finish")
+    __slots__ = ("request_id", "open", "clicks", "box", "undo", "redo", "reset", "finish", "outline")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
     CLICKS_FIELD_NUMBER: _ClassVar[int]
@@ -288,6 +335,7 @@ class InteractRequest(_message.Message):
     REDO_FIELD_NUMBER: _ClassVar[int]
     RESET_FIELD_NUMBER: _ClassVar[int]
     FINISH_FIELD_NUMBER: _ClassVar[int]
+    OUTLINE_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     open: OpenObject
     clicks: AddClicks
@@ -296,7 +344,8 @@ class InteractRequest(_message.Message):
     redo: Redo
     reset: Reset
     finish: Finish
-    def __init__(self, request_id: _Optional[int] = ..., open: _Optional[_Union[OpenObject, _Mapping]] = ..., clicks: _Optional[_Union[AddClicks, _Mapping]] = ..., box: _Optional[_Union[SetBox, _Mapping]] = ..., undo: _Optional[_Union[Undo, _Mapping]] = ..., redo: _Optional[_Union[Redo, _Mapping]] = ..., reset: _Optional[_Union[Reset, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ...) -> None: ...
+    outline: SetOutline
+    def __init__(self, request_id: _Optional[int] = ..., open: _Optional[_Union[OpenObject, _Mapping]] = ..., clicks: _Optional[_Union[AddClicks, _Mapping]] = ..., box: _Optional[_Union[SetBox, _Mapping]] = ..., undo: _Optional[_Union[Undo, _Mapping]] = ..., redo: _Optional[_Union[Redo, _Mapping]] = ..., reset: _Optional[_Union[Reset, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ..., outline: _Optional[_Union[SetOutline, _Mapping]] = ...) -> None: ...
 
 class StepError(_message.Message):
     __slots__ = ("code", "message", "retry_after_ms")
@@ -319,20 +368,22 @@ class InteractResponse(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., result: _Optional[_Union[SegmentationResult, _Mapping]] = ..., error: _Optional[_Union[StepError, _Mapping]] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("field_of_view", "model", "clicks", "box", "polygon_options", "strategy")
+    __slots__ = ("field_of_view", "model", "clicks", "box", "polygon_options", "strategy", "outline")
     FIELD_OF_VIEW_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLICKS_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
     POLYGON_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    OUTLINE_FIELD_NUMBER: _ClassVar[int]
     field_of_view: FieldOfView
     model: str
     clicks: _containers.RepeatedCompositeFieldContainer[Click]
     box: Box
     polygon_options: PolygonOptions
     strategy: PromptStrategy
-    def __init__(self, field_of_view: _Optional[_Union[FieldOfView, _Mapping]] = ..., model: _Optional[str] = ..., clicks: _Optional[_Iterable[_Union[Click, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., polygon_options: _Optional[_Union[PolygonOptions, _Mapping]] = ..., strategy: _Optional[_Union[PromptStrategy, str]] = ...) -> None: ...
+    outline: _containers.RepeatedCompositeFieldContainer[Polygon]
+    def __init__(self, field_of_view: _Optional[_Union[FieldOfView, _Mapping]] = ..., model: _Optional[str] = ..., clicks: _Optional[_Iterable[_Union[Click, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., polygon_options: _Optional[_Union[PolygonOptions, _Mapping]] = ..., strategy: _Optional[_Union[PromptStrategy, str]] = ..., outline: _Optional[_Iterable[_Union[Polygon, _Mapping]]] = ...) -> None: ...
 
 class SegmentResponse(_message.Message):
     __slots__ = ("result",)
