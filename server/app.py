@@ -19,6 +19,7 @@ from server.auth import Authenticator
 from server.config import MiB, ServerConfig
 from server.devices import DevicePool, DeviceWorker
 from server.engine.cache import EmbeddingCache
+from server.engine.embedding_store import EmbeddingStore
 from server.engine.engine import Engine, EngineConfig
 from server.engine.scheduler import Scheduler
 from server.limits import UserLimiter
@@ -79,8 +80,15 @@ def build_engines(config: ServerConfig, registries: list[ModelRegistry] | None =
     slides = SlideStore(config.slide_root)
     uploads = UploadStore(max_bytes=int(config.upload_mb * MiB))
     engine_config = EngineConfig(default_max_vertices=config.max_vertices, default_strategy=config.strategy,
-                                 cache_dtype=config.cache_dtype)
-    return [Engine(registry, slides, uploads, EmbeddingCache(int(config.cache_mb * MiB)), engine_config) for registry in registries]
+                                 cache_dtype=config.cache_dtype, max_object_pixels=int(config.max_object_mpixels * 1e6))
+    store = None
+    if config.embedding_store is not None:
+        store = EmbeddingStore(config.embedding_store, int(config.store_gb * 2**30))
+        log.info("precomputed embeddings: %s (%s)", config.embedding_store, store.stats())
+    return [
+        Engine(registry, slides, uploads, EmbeddingCache(int(config.cache_mb * MiB)), engine_config, store)
+        for registry in registries
+    ]
 
 
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:

@@ -43,6 +43,9 @@ class ServerConfig(BaseModel):
     cache_mb: float = Field(1024, gt=0)                     # image embeddings per device (4 MiB each at float32)
     cache_dtype: Literal["float32", "float16"] = "float32"  # float16 stores twice as many embeddings
     upload_mb: float = Field(512, gt=0)                     # decoded uploaded images
+    embedding_store: Path | None = None                     # precomputed grid-window embeddings (`precompute --store`)
+    store_gb: float = Field(20, gt=0)                       # disk budget of that store
+    max_object_mpixels: float = Field(105, gt=0)            # largest multi-window field of view, megapixels at its resolution
     max_message_mb: float = Field(64, gt=0)                 # largest request or reply
     session_idle_seconds: float = Field(1800, gt=0)         # open objects unused this long are freed
     # Scheduling

@@ -30,6 +30,7 @@ from server.wire import (
     field_of_view_from_pb,
     model_infos_to_pb,
     outcome_to_pb,
+    outline_from_pb,
     polygon_request_from_pb,
     strategy_from_pb,
     validate_object_id,
@@ -133,13 +134,14 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             fov = field_of_view_from_pb(request.field_of_view, request.HasField("field_of_view"))
             clicks = clicks_from_pb(request.clicks)
             box = box_from_pb(request.box) if request.HasField("box") else None
-            if not clicks and box is None:
-                raise errors.InvalidArgument("Segment needs at least one click or a box")
+            outline = outline_from_pb(request.outline) if len(request.outline) else None
+            if not clicks and box is None and outline is None:
+                raise errors.InvalidArgument("Segment needs at least one click, a box or an outline")
             polygons = polygon_request_from_pb(request.polygon_options)
             strategy = strategy_from_pb(request.strategy)
             worker, _ = await asyncio.to_thread(self.devices.choose, fov, request.model)
             outcome, queue_ms = await worker.scheduler.run(
-                partial(_segment, worker.engine, fov, request.model, polygons, strategy, clicks, box),
+                partial(_segment, worker.engine, fov, request.model, polygons, strategy, clicks, box, outline),
                 user=user.name, priority=Priority.BATCH, deadline=_deadline(context),
             )
         except Exception as error:  # noqa: BLE001
@@ -191,7 +193,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             error_pb = pb.StepError(code=code.value[0], message=message, retry_after_ms=_retry_after_ms(error))
             return pb.InteractResponse(request_id=request.request_id, error=error_pb)
         self._observe(f"Interact.{action}", outcome, queue_ms, Priority.INTERACTIVE)
-        if action in ("clicks", "box"):
+        if action in ("clicks", "box", "outline"):
             self.metrics.click_seconds.observe(_ms_since(started) / 1e3)
         total_ms = _ms_since(started)
         log.info(
@@ -204,7 +206,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
 
     async def _apply(self, stream: _Stream, request: pb.InteractRequest, action: str | None) -> tuple[Outcome, float]:
         if action is None:
-            raise errors.InvalidArgument("an InteractRequest needs an action: open, clicks, box, undo, redo, reset or finish")
+            raise errors.InvalidArgument("an InteractRequest needs an action: open, clicks, box, outline, undo, redo, reset or finish")
         if action == "open":
             return await self._open(stream, request.open)
         session = stream.session
@@ -215,15 +217,17 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         if action == "finish":
             self._release(stream)
             return session.finish(), 0.0
-        run = self._runner(stream, stream.worker)
+        run = partial(self._runner(stream, stream.worker), light=session.light_steps, batchable=session.light_steps)
         with self.ownership.using(stream.claim):
             if action == "clicks":
                 clicks = clicks_from_pb(request.clicks.clicks)
-                return await run(partial(session.pending_clicks, clicks), light=True, batchable=True)
+                return await run(partial(session.pending_clicks, clicks))
             if action == "box":
                 if not request.box.HasField("box"):
                     raise errors.InvalidArgument("a box message needs a box (level-0 x, y, width, height)")
-                return await run(partial(session.pending_box, box_from_pb(request.box.box)), light=True, batchable=True)
+                return await run(partial(session.pending_box, box_from_pb(request.box.box)))
+            if action == "outline":
+                return await run(partial(session.pending_outline, outline_from_pb(request.outline.polygons)))
             return {"undo": session.undo, "redo": session.redo, "reset": session.reset}[action](), 0.0
 
     @staticmethod
@@ -332,14 +336,17 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def _segment(engine: Engine, fov, model: str, polygons, strategy: str, clicks, box) -> Outcome:
-    """Batch segmentation: the box first, then each click as its own step, as an interactive user would.
+def _segment(engine: Engine, fov, model: str, polygons, strategy: str, clicks, box, outline=None) -> Outcome:
+    """Batch segmentation: the outline first, then the box, then each click as its own step, as an
+    interactive user would.
 
-    The timings of the answer add up every step (read and encode happen at most once).
+    The timings of the answer add up every step (each window is read and encoded at most once).
     """
     started = time.perf_counter()
     session, outcome = ObjectSession.open(engine, fov, model, polygons, strategy)
     steps = [outcome]
+    if outline is not None:
+        steps.append(session.set_outline(outline))
     if box is not None:
         steps.append(session.set_box(box))
     for click in clicks:
@@ -347,7 +354,7 @@ def _segment(engine: Engine, fov, model: str, polygons, strategy: str, clicks, b
         steps.append(session.add_clicks([click]))
     total = Timings(cache_hit=steps[0].timings.cache_hit, total_ms=_ms_since(started))
     for step in steps:
-        for stage in ("read_ms", "encode_ms", "decode_ms", "postprocess_ms"):
+        for stage in ("read_ms", "encode_ms", "decode_ms", "postprocess_ms", "windows_encoded", "windows_from_store"):
             setattr(total, stage, getattr(total, stage) + getattr(step.timings, stage))
     return replace(steps[-1], timings=total)
 
@@ -358,7 +365,9 @@ def _fields(method: str, user: str, outcome: Outcome, total_ms: float, queue_ms:
         "method": method, "user": user, "code": "OK", "model": outcome.view.spec.model_id, "object": outcome.object_id,
         "step": outcome.step_index, "total_ms": round(total_ms, 2), "queue_ms": round(queue_ms, 2),
         "encode_ms": round(outcome.timings.encode_ms, 2), "decode_ms": round(outcome.timings.decode_ms, 2),
-        "cache_hit": outcome.timings.cache_hit,
+        "cache_hit": outcome.timings.cache_hit, "windows": outcome.resolution.windows,
+        "windows_encoded": outcome.timings.windows_encoded, "encoder_downsample": round(outcome.resolution.encoder_downsample, 4),
+        "downsampled": outcome.resolution.downsampled,
     }
 
 

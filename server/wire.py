@@ -9,8 +9,9 @@ import shapely
 from slidesam.v1 import slidesam_pb2 as pb
 
 from server.engine.engine import Timings
-from server.engine.prompts import Box, Click, FieldOfView, PolygonRequest, SlideRef, UploadRef, require_finite
+from server.engine.prompts import Box, Click, FieldOfView, Outline, PolygonRequest, SlideRef, UploadRef, require_finite
 from server.engine.session import Outcome
+from server.engine.views import ModelResolution
 from server.errors import InvalidArgument
 from server.models.registry import ModelRegistry
 from server.slides import Rect, Resolution
@@ -61,7 +62,34 @@ def field_of_view_from_pb(message: pb.FieldOfView, present: bool = True) -> Fiel
         raise InvalidArgument("field_of_view.region is required (level-0 x, y, width, height)")
     region = Rect(message.region.x, message.region.y, message.region.width, message.region.height)
     region.validate()
-    return FieldOfView(image_from_pb(message.image), region, resolution_from_pb(message.resolution))
+    if message.windows not in _WINDOW_MODES:
+        raise InvalidArgument(f"unknown window mode {message.windows}; this server knows {sorted(_WINDOW_MODES)}")
+    return FieldOfView(
+        image_from_pb(message.image), region, resolution_from_pb(message.resolution),
+        windows=_WINDOW_MODES[message.windows], align_to_grid=message.align_to_grid,
+    )
+
+
+_WINDOW_MODES = {pb.WINDOW_MODE_UNSPECIFIED: "auto", pb.WINDOW_MODE_MULTI: "multi", pb.WINDOW_MODE_SINGLE: "single"}
+
+
+def outline_from_pb(polygons) -> Outline:
+    """Wire polygons -> an outline prompt (validity and placement are checked against the field of view later)."""
+    if not len(polygons):
+        raise InvalidArgument("an outline needs at least one polygon (level-0 exterior ring with 3 or more points)")
+    parts = []
+    for number, polygon in enumerate(polygons):
+        rings = [polygon.exterior, *polygon.holes]
+        for ring in rings:
+            if len(ring.xy) % 2 or len(ring.xy) < 6:
+                raise InvalidArgument(
+                    f"outline polygon {number}: a ring needs an even number of coordinates and at least 3 points, got {len(ring.xy)} values"
+                )
+            if not all(math.isfinite(value) for value in ring.xy):
+                raise InvalidArgument(f"outline polygon {number}: coordinates must be finite numbers")
+        exterior, *holes = (np.asarray(ring.xy, dtype=np.float64).reshape(-1, 2) for ring in rings)
+        parts.append(shapely.Polygon(exterior, holes))
+    return Outline(shapely.MultiPolygon(parts))
 
 
 def clicks_from_pb(messages) -> list[Click]:
@@ -121,6 +149,21 @@ def timings_to_pb(timings: Timings, queue_ms: float) -> pb.Timings:
         total_ms=timings.total_ms + queue_ms,
         cache_hit=timings.cache_hit,
         queue_ms=queue_ms,
+        windows_encoded=timings.windows_encoded,
+        windows_from_store=timings.windows_from_store,
+    )
+
+
+def resolution_to_pb(resolution: ModelResolution) -> pb.ModelResolution:
+    return pb.ModelResolution(
+        requested_downsample=resolution.requested_downsample,
+        requested_mpp=resolution.mpp_at(resolution.requested_downsample) or 0.0,
+        encoder_downsample=resolution.encoder_downsample,
+        encoder_mpp=resolution.mpp_at(resolution.encoder_downsample) or 0.0,
+        downsampled=resolution.downsampled,
+        windows=resolution.windows,
+        windows_decoded=resolution.windows_decoded,
+        coarse_downsample=resolution.coarse_downsample,
     )
 
 
@@ -143,6 +186,8 @@ def outcome_to_pb(outcome: Outcome, queue_ms: float) -> pb.SegmentationResult:
         region=pb.Rect(x=view.region.x, y=view.region.y, width=view.region.width, height=view.region.height),
         downsample=view.downsample,
         strategy=_STRATEGY_VALUES[outcome.strategy],
+        resolution=resolution_to_pb(outcome.resolution),
+        outline=polygons_to_pb(step.outline.geometry) if step.outline is not None else [],
     )
     if step.box is not None:
         result.box.CopyFrom(pb.Box(x=step.box.x, y=step.box.y, width=step.box.width, height=step.box.height))

@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
 import torch
 
 from server.engine.cache import EmbeddingCache, EmbeddingKey
-from server.engine.prompts import Box, Click, FieldOfView, PolygonRequest, SlideRef, UploadRef, validate_polygon_request
-from server.errors import InvalidArgument
+from server.engine.embedding_store import EmbeddingStore, StoreKey
+from server.engine.frames import low_res_frame, outline_logits, outline_points
+from server.engine.prompts import (
+    WINDOW_MODES, Box, Click, FieldOfView, Outline, PolygonRequest, SlideRef, UploadRef, validate_polygon_request,
+)
+from server.engine.views import GridWindow, ModelResolution, TiledView, View
+from server.engine.window_grid import DEFAULT_OVERLAP, WindowGrid, WindowIndex
+from server.errors import InvalidArgument, ResourceExhausted
 from server.geometry import PolygonOptions, RegionTransform, mask_to_geometry
 from server.models.preemption import yield_point
 from server.models.registry import ModelRegistry, ModelSpec
@@ -24,10 +32,13 @@ from server.models.sam import Candidates, DecodeInput, ImageEmbedding, SamModel
 from server.slides import ArrayImageSource, ImageSource, Rect, SlideStore, plan_region, resolve_downsample
 from server.uploads import UploadStore
 
+if TYPE_CHECKING:
+    from server.engine.multiwindow import WindowResult
+
 
 @dataclass
 class Timings:
-    """Milliseconds spent in each stage of one request (server side)."""
+    """Milliseconds spent in each stage of one request (server side), and how many encodes it took."""
 
     read_ms: float = 0.0
     encode_ms: float = 0.0
@@ -36,39 +47,25 @@ class Timings:
     queue_ms: float = 0.0
     total_ms: float = 0.0
     cache_hit: bool = False
-
-
-@dataclass(frozen=True)
-class View:
-    """A field of view resolved against one image and one model: everything a click needs."""
-
-    spec: ModelSpec
-    model: SamModel
-    source: ImageSource
-    region: Rect                  # level-0 rectangle actually read (snapped to whole pixels)
-    downsample: float
-    shape: tuple[int, int]        # (H, W) of the region as read
-    key: EmbeddingKey
-
-    @property
-    def transform(self) -> RegionTransform:
-        height, width = self.shape
-        return RegionTransform(self.region.x, self.region.y, self.region.width / width, self.region.height / height)
-
-    def to_sam_coordinates(self, points: np.ndarray) -> np.ndarray:
-        """N x 2 level-0 points -> SAM's pixel-index coordinates in the region (SAM adds 0.5 for the centre)."""
-        return self.transform.to_region(points) - 0.5
+    windows_encoded: int = 0
+    windows_from_store: int = 0
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One decoded mask, as polygons in level-0 space."""
+    """One decoded mask, as polygons in level-0 space.
+
+    logits: the kept low-resolution logits (1 x 1 x 256 x 256) fed back at the next step; for a
+    multi-window object those of its coarse window, with each fine window's in `windows`.
+    """
 
     geometry: shapely.MultiPolygon
     score: float
     logits: torch.Tensor | None
     area_px: float
     area_um2: float | None
+    resolution: ModelResolution | None = None
+    windows: Mapping[WindowIndex, "WindowResult"] = field(default_factory=dict)
 
 
 EMPTY_PREDICTION = Prediction(shapely.MultiPolygon(), 0.0, None, 0.0, None)
@@ -83,6 +80,8 @@ class EngineConfig:
     default_strategy: str = "plain"      # which candidate mask a step keeps (strategies.py)
     default_max_vertices: int = 4000     # vertex budget when a request sets none
     cache_dtype: str = "float32"         # how cached embeddings are stored: float32 or float16 (half the bytes)
+    window_overlap: int = DEFAULT_OVERLAP  # pixels adjacent grid windows share (multi-window objects, precompute)
+    max_object_pixels: int = 10240 * 10240  # largest multi-window field of view, in pixels at the resolution asked for
 
 
 @dataclass
@@ -94,6 +93,7 @@ class Engine:
     uploads: UploadStore
     cache: EmbeddingCache
     config: EngineConfig = field(default_factory=EngineConfig)
+    store: EmbeddingStore | None = None   # precomputed grid-window embeddings on disk (read only here)
 
     def open_source(self, image: SlideRef | UploadRef) -> ImageSource:
         if isinstance(image, SlideRef):
@@ -109,15 +109,63 @@ class Engine:
             objective_power=image.objective_power,
         )
 
-    def resolve_view(self, fov: FieldOfView, model_name: str) -> View:
-        """Validates the field of view against its image and picks the model (no pixels read yet)."""
+    def resolve(self, fov: FieldOfView, model_name: str) -> View | TiledView:
+        """The field of view as one window, or as a multi-window view when it is larger than one
+        encoder window at the resolution asked for (and the request allows it). No pixels are read."""
+        if fov.windows not in WINDOW_MODES:
+            raise InvalidArgument(f"unknown window mode {fov.windows!r}; use one of {', '.join(WINDOW_MODES)}")
         spec, model = self.models.get(model_name)
         source = self.open_source(fov.image)
         fov.region.validate()
         downsample = resolve_downsample(source, fov.region, fov.resolution, self.config.fit_size)
-        region, shape = plan_region(source, fov.region, downsample)
+        if fov.resolution.kind != "fit" and fov.windows != "single":
+            grid = self.grid(source, downsample, model.input_size)
+            if _pixels_at(fov.region, downsample) > model.input_size + 1:
+                return self._tiled_view(spec, model, source, fov, grid)
+            if fov.align_to_grid:
+                centre = (fov.region.x + fov.region.width / 2, fov.region.y + fov.region.height / 2)
+                index = grid.nearest(*centre)
+                return self._view(spec, model, source, grid.window(index), downsample, GridWindow(grid, index))
+        return self._view(spec, model, source, fov.region, downsample)
+
+    def resolve_view(self, fov: FieldOfView, model_name: str) -> View:
+        """The field of view as one window (whatever its size)."""
+        return self.resolve(replace(fov, windows="single"), model_name)
+
+    def grid(self, source: ImageSource, downsample: float, window: int) -> WindowGrid:
+        """The image's fixed grid of encoder windows at this resolution."""
+        return WindowGrid(source.bounds, downsample, window, self.config.window_overlap)
+
+    def window_view(self, tiled: TiledView, index: WindowIndex) -> View:
+        """One fine window of a multi-window view."""
+        grid = tiled.grid
+        return self._view(tiled.spec, tiled.model, tiled.source, grid.window(index), grid.downsample, GridWindow(grid, index))
+
+    @staticmethod
+    def window_region(tiled: TiledView, index: WindowIndex) -> tuple[Rect, tuple[int, int]]:
+        """The level-0 rectangle and (H, W) a fine window is read as (without reading it)."""
+        return plan_region(tiled.source, tiled.grid.window(index), tiled.grid.downsample)
+
+    def _view(
+        self, spec: ModelSpec, model: SamModel, source: ImageSource, rect: Rect, downsample: float,
+        grid_window: GridWindow | None = None,
+    ) -> View:
+        region, shape = plan_region(source, rect, downsample)
         key = EmbeddingKey(spec.model_id, source.cache_key, (region.x, region.y, region.width, region.height), downsample)
-        return View(spec, model, source, region, downsample, shape, key)
+        return View(spec, model, source, region, downsample, shape, key, grid_window)
+
+    def _tiled_view(self, spec: ModelSpec, model: SamModel, source: ImageSource, fov: FieldOfView, grid: WindowGrid) -> TiledView:
+        downsample = grid.downsample
+        height, width = math.ceil(fov.region.height / downsample - 1e-9), math.ceil(fov.region.width / downsample - 1e-9)
+        if height * width > self.config.max_object_pixels:
+            raise ResourceExhausted(
+                f"region {fov.region.describe()} at downsample {downsample:g} would be {width} x {height} pixels, more "
+                f"than this server segments as one object ({self.config.max_object_pixels} pixels); choose a coarser "
+                "resolution or a smaller region"
+            )
+        coarse_downsample = max(downsample, max(fov.region.width, fov.region.height) / model.input_size)
+        coarse = self._view(spec, model, source, fov.region, coarse_downsample)
+        return TiledView(spec, model, source, fov.region, downsample, (height, width), grid, coarse)
 
     def is_cached(self, fov: FieldOfView, model_name: str) -> bool:
         """Whether opening fov needs no encode (its model is loaded and its embedding cached).
@@ -127,38 +175,80 @@ class Engine:
         """
         if not self.models.is_loaded(self.models.spec(model_name).name):
             return False
-        return self.resolve_view(fov, model_name).key in self.cache
+        view = self.resolve(fov, model_name)
+        view = view.coarse if isinstance(view, TiledView) else view
+        return view.key in self.cache
 
     def embedding(self, view: View, timings: Timings) -> ImageEmbedding:
-        """The view's embedding from the cache, or read + encode + store on a miss."""
+        """The view's embedding: from the cache, else from the precomputed store (grid windows), else
+        read + encode; kept in the cache."""
         cached = self.cache.get(view.key)
         if cached is not None:
             timings.cache_hit = True
             return cached
+        stored = self._from_store(view)
+        if stored is not None:
+            timings.windows_from_store += 1
+            self.cache.put(view.key, stored.with_dtype(CACHE_DTYPES[self.config.cache_dtype]))
+            return stored
         started = time.perf_counter()
         image = view.source.read_region(view.region, view.downsample)
         yield_point()
         read_done = time.perf_counter()
         embedding = view.model.encode(image.pixels)
-        timings.read_ms = (read_done - started) * 1e3
-        timings.encode_ms = (time.perf_counter() - read_done) * 1e3
+        timings.read_ms += (read_done - started) * 1e3
+        timings.encode_ms += (time.perf_counter() - read_done) * 1e3
+        timings.windows_encoded += 1
         self.cache.put(view.key, embedding.with_dtype(CACHE_DTYPES[self.config.cache_dtype]))
         return embedding
 
+    def _from_store(self, view: View) -> ImageEmbedding | None:
+        if self.store is None or view.grid_window is None:
+            return None
+        grid, index = view.grid_window.grid, view.grid_window.index
+        key = StoreKey(
+            view.spec.model_id, view.spec.sha256 or "", view.source.store_identity, grid.key, index,
+            (view.region.x, view.region.y, view.region.width, view.region.height), view.downsample,
+        )
+        stored = self.store.get(key)
+        if stored is None:
+            return None
+        return replace(stored, features=stored.features.to(view.model.device))
+
+    def resolution(self, view: View, windows_decoded: int) -> ModelResolution:
+        """The resolution a single-window result was made at."""
+        return ModelResolution(view.downsample, view.encoder_downsample, view.source.mpp, 1, windows_decoded)
+
     def decode_input(
-        self, view: View, clicks: tuple[Click, ...], box: Box | None, previous_logits: torch.Tensor | None, timings: Timings
+        self,
+        view: View,
+        clicks: tuple[Click, ...],
+        box: Box | None,
+        previous_logits: torch.Tensor | None,
+        timings: Timings,
+        outline: Outline | None = None,
     ) -> DecodeInput:
         """The decoder pass for these prompts: the view's embedding (read + encoded on a cache miss)
-        and the prompts in SAM's coordinates."""
+        and the prompts in SAM's coordinates.
+
+        An outline adds points inside it before the clicks, its box when no box is given, and, on its
+        first step (no previous logits), its mask as SAM's mask input."""
         embedding = self.embedding(view, timings)
-        points = labels = None
-        if clicks:
-            points = view.to_sam_coordinates(np.array([(c.x, c.y) for c in clicks], dtype=np.float64))
-            labels = np.array([1 if c.positive else 0 for c in clicks], dtype=np.int64)
+        points, labels = list(clicks), []
+        if outline is not None:
+            frame = low_res_frame(view.region, embedding)
+            points = [Click(x, y, True) for x, y in outline_points(outline.geometry, frame)] + points
+            box = box or Box(*_corners_to_box(outline.bounds))
+            if previous_logits is None:
+                previous_logits = torch.as_tensor(outline_logits(outline.geometry, frame), device=view.model.device)[None, None]
+        sam_points = None
+        if points:
+            sam_points = view.to_sam_coordinates(np.array([(c.x, c.y) for c in points], dtype=np.float64))
+            labels = np.array([1 if c.positive else 0 for c in points], dtype=np.int64)
         sam_box = None
         if box is not None:
             sam_box = view.to_sam_coordinates(np.array(box.corners, dtype=np.float64).reshape(2, 2)).ravel()
-        return DecodeInput(embedding, points, labels, sam_box, previous_logits)
+        return DecodeInput(embedding, sam_points, labels if points else None, sam_box, previous_logits)
 
     def prediction(
         self,
@@ -182,10 +272,17 @@ class Engine:
         geometry = mask_to_geometry(mask, view.transform, polygons)
         timings.decode_ms += (upscaled_at - started) * 1e3
         timings.postprocess_ms = (time.perf_counter() - upscaled_at) * 1e3
+        return self.assemble(view.source, geometry, float(candidates.scores[index]), logits[None, None], self.resolution(view, 1))
+
+    @staticmethod
+    def assemble(
+        source: ImageSource, geometry: shapely.MultiPolygon, score: float, logits: torch.Tensor | None,
+        resolution: ModelResolution, windows: Mapping[WindowIndex, WindowResult] | None = None,
+    ) -> Prediction:
+        """A Prediction with its areas in level-0 px² and µm²."""
         area_px = float(geometry.area)
-        mpp = view.source.mpp
-        score = float(candidates.scores[index])
-        return Prediction(geometry, score, logits[None, None], area_px, area_px * mpp * mpp if mpp else None)
+        mpp = source.mpp
+        return Prediction(geometry, score, logits, area_px, area_px * mpp * mpp if mpp else None, resolution, windows or {})
 
     def polygon_options(self, view: View, request: PolygonRequest) -> PolygonOptions:
         """Client polygon settings in level-0 pixels; µm settings need the image's mpp."""
@@ -202,3 +299,14 @@ class Engine:
         if not (math.isfinite(tolerance) and math.isfinite(min_area)):
             raise InvalidArgument("polygon options overflow: choose smaller values")
         return PolygonOptions(tolerance_level0=tolerance, max_vertices=max_vertices, min_area_level0=min_area)
+
+
+def _pixels_at(region: Rect, downsample: float) -> float:
+    """The longer side of a region in pixels at a downsample."""
+    return max(region.width, region.height) / downsample
+
+
+def _corners_to_box(bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = bounds
+    return x0, y0, x1 - x0, y1 - y0
+

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import shapely
+
 from server.errors import InvalidArgument
 from server.slides import Rect, Resolution
 
@@ -28,11 +31,23 @@ class UploadRef:
     objective_power: float | None = None
 
 
+WINDOW_MODES = ("auto", "multi", "single")
+
+
 @dataclass(frozen=True)
 class FieldOfView:
+    """An image, a level-0 region and the resolution to segment it at.
+
+    windows: how a region larger than one encoder window at that resolution is segmented: "auto" and
+    "multi" go coarse to fine over windows at the resolution asked for, "single" shrinks it into one.
+    align_to_grid: a region that fits one window becomes the image's grid window nearest its centre.
+    """
+
     image: SlideRef | UploadRef
     region: Rect
     resolution: Resolution
+    windows: str = "auto"
+    align_to_grid: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,20 @@ class Box:
     @property
     def corners(self) -> tuple[float, float, float, float]:
         return self.x, self.y, self.x + self.width, self.y + self.height
+
+
+@dataclass(frozen=True)
+class Outline:
+    """An existing outline used as the prompt: valid level-0 polygons with area."""
+
+    geometry: shapely.MultiPolygon
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return tuple(self.geometry.bounds)
+
+
+MAX_OUTLINE_VERTICES = 100_000
 
 
 @dataclass(frozen=True)
@@ -97,6 +126,27 @@ def validate_box(box: Box, region: Rect) -> Box:
     require_inside("box corner", x0, y0, region)
     require_inside("box corner", x1, y1, region)
     return box
+
+
+def validate_outline(outline: Outline, region: Rect) -> Outline:
+    """InvalidArgument unless the outline is non-empty, finite, valid, has area and lies inside the region."""
+    geometry = outline.geometry
+    if geometry.is_empty:
+        raise InvalidArgument("an outline needs at least one polygon with area")
+    vertices = shapely.get_num_coordinates(geometry)
+    if vertices > MAX_OUTLINE_VERTICES:
+        raise InvalidArgument(f"an outline takes at most {MAX_OUTLINE_VERTICES} vertices, got {vertices}")
+    if not np.isfinite(shapely.get_coordinates(geometry)).all():
+        raise InvalidArgument("outline coordinates must be finite numbers")
+    if not geometry.is_valid:
+        reason = shapely.is_valid_reason(geometry)
+        raise InvalidArgument(f"the outline is not a valid polygon ({reason}); fix or redraw it (e.g. remove the self-intersection)")
+    if geometry.area <= 0:
+        raise InvalidArgument("the outline has no area")
+    x0, y0, x1, y1 = geometry.bounds
+    require_inside("outline corner", x0, y0, region)
+    require_inside("outline corner", x1, y1, region)
+    return outline
 
 
 def validate_polygon_request(request: PolygonRequest) -> PolygonRequest:

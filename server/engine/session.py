@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
 
-from server.engine.engine import EMPTY_PREDICTION, Engine, Prediction, Timings, View
-from server.engine.prompts import Box, Click, FieldOfView, PolygonRequest, validate_box, validate_click
+from server.engine.engine import EMPTY_PREDICTION, Engine, Prediction, Timings
+from server.engine.multiwindow import tiled_step
+from server.engine.prompts import Box, Click, FieldOfView, Outline, PolygonRequest, validate_box, validate_click, validate_outline
 from server.engine.strategies import strategy_named
+from server.engine.views import ModelResolution, TiledView, View
 from server.errors import FailedPrecondition, InvalidArgument
 from server.geometry import PolygonOptions
 from server.models.preemption import yield_point
 from server.models.sam import Candidates, PendingDecode
+
+log = logging.getLogger(__name__)
 
 MAX_CLICKS_PER_OBJECT = 256
 
@@ -24,6 +29,7 @@ class Step:
     clicks: tuple[Click, ...]
     box: Box | None
     prediction: Prediction
+    outline: Outline | None = None
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class Outcome:
     """What a request answers: the current step, where it sits in the history, and what it cost."""
 
     object_id: str
-    view: View
+    view: View | TiledView
     step: Step
     step_index: int
     can_undo: bool
@@ -39,11 +45,22 @@ class Outcome:
     timings: Timings
     strategy: str
 
+    @property
+    def resolution(self) -> ModelResolution:
+        """The resolution the model saw for this step's mask (for an empty step: what a decode would see)."""
+        if self.step.prediction.resolution is not None:
+            return self.step.prediction.resolution
+        view = self.view
+        if isinstance(view, TiledView):
+            coarse = view.coarse.encoder_downsample
+            return ModelResolution(view.downsample, view.downsample, view.source.mpp, 0, 0, coarse)
+        return ModelResolution(view.downsample, view.encoder_downsample, view.source.mpp, 1, 0)
+
 
 class ObjectSession:
     """One object being segmented on one field of view. Call from the model worker thread only."""
 
-    def __init__(self, engine: Engine, view: View, polygons: PolygonOptions, strategy: str, object_id: str = ""):
+    def __init__(self, engine: Engine, view: View | TiledView, polygons: PolygonOptions, strategy: str, object_id: str = ""):
         self.engine = engine
         self.view = view
         self.polygons = polygons
@@ -63,11 +80,24 @@ class ObjectSession:
         started = time.perf_counter()
         strategy = strategy or engine.config.default_strategy
         strategy_named(strategy)
-        view = engine.resolve_view(fov, model)
+        view = engine.resolve(fov, model)
         session = cls(engine, view, engine.polygon_options(view, polygons), strategy, object_id)
         timings = Timings()
-        engine.embedding(view, timings)
+        engine.embedding(view.coarse if isinstance(view, TiledView) else view, timings)
+        resolution = session._outcome(timings, started).resolution
+        if isinstance(view, TiledView):
+            log.info("object %s: region %s at downsample %g is segmented coarse to fine over encoder windows",
+                     session.object_id[:8], view.region.describe(), view.downsample)
+        elif resolution.downsampled:
+            log.warning("object %s: region %s is larger than one encoder window at downsample %g; the model sees it at "
+                        "downsample %.3g (ask for multi-window or a smaller region)",
+                        session.object_id[:8], view.region.describe(), view.downsample, resolution.encoder_downsample)
         return session, session._outcome(timings, started)
+
+    @property
+    def light_steps(self) -> bool:
+        """Whether a click is one decoder pass (batchable, never an encode): false for multi-window objects."""
+        return not isinstance(self.view, TiledView)
 
     @property
     def current(self) -> Step:
@@ -81,18 +111,29 @@ class ObjectSession:
         """Sets (or replaces) the box prompt as one step."""
         return _decode_now(self.pending_box(box))
 
-    def pending_clicks(self, clicks: list[Click]) -> PendingDecode[Outcome]:
-        """add_clicks, stopped before the decoder pass so that a scheduler can batch it with others."""
+    def set_outline(self, outline: Outline) -> Outcome:
+        """Makes an existing outline the prompt (clearing clicks and box) as one step."""
+        return _decode_now(self.pending_outline(outline))
+
+    def pending_clicks(self, clicks: list[Click]) -> PendingDecode[Outcome] | Outcome:
+        """add_clicks, stopped before the decoder pass so that a scheduler can batch it with others
+        (a multi-window object runs its whole step: it needs several passes, maybe encodes)."""
         if not clicks:
             raise InvalidArgument("a clicks message needs at least one click")
         checked = tuple(validate_click(click, self.view.region) for click in clicks)
         if len(self.current.clicks) + len(checked) > MAX_CLICKS_PER_OBJECT:
             raise InvalidArgument(f"an object takes at most {MAX_CLICKS_PER_OBJECT} clicks")
-        return self._pending(self.current.clicks + checked, self.current.box, new_clicks=len(checked))
+        current = self.current
+        return self._pending(current.clicks + checked, current.box, current.outline, new_clicks=len(checked))
 
-    def pending_box(self, box: Box) -> PendingDecode[Outcome]:
+    def pending_box(self, box: Box) -> PendingDecode[Outcome] | Outcome:
         """set_box, stopped before the decoder pass."""
-        return self._pending(self.current.clicks, validate_box(box, self.view.region), new_clicks=0)
+        current = self.current
+        return self._pending(current.clicks, validate_box(box, self.view.region), current.outline, new_clicks=0)
+
+    def pending_outline(self, outline: Outline) -> PendingDecode[Outcome] | Outcome:
+        """set_outline, stopped before the decoder pass: a fresh start from the outline alone."""
+        return self._pending((), None, validate_outline(outline, self.view.region), new_clicks=0, fresh=True)
 
     def reset(self) -> Outcome:
         """Clears every prompt; undoable like any other step."""
@@ -119,10 +160,19 @@ class ObjectSession:
         started = time.perf_counter()
         return self._outcome(Timings(), started)
 
-    def _pending(self, clicks: tuple[Click, ...], box: Box | None, new_clicks: int) -> PendingDecode[Outcome]:
+    def _pending(
+        self, clicks: tuple[Click, ...], box: Box | None, outline: Outline | None, new_clicks: int, fresh: bool = False
+    ) -> PendingDecode[Outcome] | Outcome:
         started = time.perf_counter()
         timings = Timings()
-        decode = self.engine.decode_input(self.view, clicks, box, self.current.prediction.logits, timings)
+        previous = EMPTY_PREDICTION if fresh else self.current.prediction
+        if isinstance(self.view, TiledView):
+            prediction = tiled_step(
+                self.engine, self.view, clicks, box, outline, previous, new_clicks, self.strategy, self.polygons, timings
+            )
+            self._push(Step(clicks, box, prediction, outline))
+            return self._outcome(timings, started)
+        decode = self.engine.decode_input(self.view, clicks, box, previous.logits, timings, outline)
         position = (len(self._history), self._cursor)
 
         def complete(candidates: Candidates, decode_ms: float) -> Outcome:
@@ -130,7 +180,7 @@ class ObjectSession:
                 raise FailedPrecondition("the object changed while this step waited for the decoder; send it again")
             timings.decode_ms = decode_ms
             prediction = self.engine.prediction(self.view, decode, candidates, new_clicks, self.strategy, self.polygons, timings)
-            self._push(Step(clicks, box, prediction))
+            self._push(Step(clicks, box, prediction, outline))
             return self._outcome(timings, started)
 
         return PendingDecode(self.view.model, decode, complete)
@@ -154,8 +204,10 @@ class ObjectSession:
         )
 
 
-def _decode_now(pending: PendingDecode[Outcome]) -> Outcome:
+def _decode_now(pending: PendingDecode[Outcome] | Outcome) -> Outcome:
     """Runs a pending step's decoder pass at once (no batching)."""
+    if isinstance(pending, Outcome):
+        return pending
     item = pending.input
     started = time.perf_counter()
     candidates = pending.model.candidates(item.embedding, item.points, item.labels, item.box, item.previous_logits)

@@ -1,0 +1,287 @@
+"""Coarse to fine segmentation of objects larger than one encoder window.
+
+One step (a click, a box, an outline) of a multi-window object:
+1. The coarse window (the whole field of view in one encoder window) decodes every prompt with its
+   previous logits, as a single-window object would: it locates the object.
+2. Fine windows of the image's grid at the resolution asked for are chosen where the coarse boundary
+   runs and where the user clicked. Each is prompted from the coarse result: its logits resampled
+   into the window's 256 x 256 frame as SAM's mask input, the box of the coarse mask inside the
+   window, the user's clicks inside it, and a point deep inside the coarse interior and exterior where
+   no click of that sign is.
+3. A window whose prompts did not change since the previous step keeps its logits (a click re-decodes
+   only the windows it affects). Where a decoded window disagrees with the coarse mask in its overlap
+   with a window not decoded, that neighbour is decoded too, so the boundary is followed window to window.
+4. The logits are stitched at the resolution asked for: fine windows blended with weights that fall
+   towards their edges inside the image, the coarse logits with a small weight everywhere (they decide
+   only where no fine window lies), so tile borders leave no seams.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from server.engine.frames import LOW_RES, OUTSIDE_LOGIT, LowResFrame, deepest, frame_for, low_res_frame, resample
+from server.engine.prompts import Box, Click, Outline
+from server.engine.strategies import strategy_named
+from server.engine.views import ModelResolution, TiledView
+from server.engine.window_grid import WindowIndex
+from server.geometry import PolygonOptions, RegionTransform, mask_to_geometry
+from server.models.preemption import yield_point
+from server.models.sam import DecodeInput
+from server.slides import Rect
+
+if TYPE_CHECKING:
+    from server.engine.engine import Engine, Prediction, Timings
+
+COARSE_WEIGHT = 0.01
+"""Blending weight of the coarse logits; a fine window weighs 1 inside and falls to MIN_WEIGHT at its inner edges."""
+MIN_WEIGHT = 1e-3
+CHANGED_FRACTION = 0.01
+"""A window keeps its logits while its coarse prompt changed on at most this share of its logits."""
+DISAGREEING_LOGITS = 4
+"""A neighbour is decoded when a window disagrees with the coarse mask on more logits than this in their overlap."""
+BAND_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One fine window's answer and the prompts that produced it."""
+
+    region: Rect                  # level-0 rectangle of the window
+    frame: LowResFrame
+    logits: np.ndarray            # 256 x 256 float32 of the kept mask
+    coarse: np.ndarray            # 256 x 256 bool: the coarse mask in this frame that prompted it
+    clicks: tuple[Click, ...]     # the user's clicks inside the window that prompted it
+    score: float
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A fine window of the field of view and its coarse prompt at this step."""
+
+    index: WindowIndex
+    region: Rect
+    frame: LowResFrame
+    coarse_logits: np.ndarray     # the coarse logits in this frame (OUTSIDE_LOGIT off the field of view)
+    coarse: np.ndarray            # coarse_logits > 0 on the field of view
+    usable: np.ndarray            # logits on the image and on the field of view
+    clicks: tuple[Click, ...]
+
+    @property
+    def mixed(self) -> bool:
+        """The coarse boundary runs through the window."""
+        return bool(self.coarse.any() and (self.usable & ~self.coarse).any())
+
+
+def tiled_step(
+    engine: Engine,
+    view: TiledView,
+    clicks: tuple[Click, ...],
+    box: Box | None,
+    outline: Outline | None,
+    previous: Prediction,
+    new_clicks: int,
+    strategy: str,
+    polygons: PolygonOptions,
+    timings: Timings,
+) -> Prediction:
+    """One step of a multi-window object: coarse decode, fine windows, stitched polygons."""
+    choose = strategy_named(strategy)
+    started = time.perf_counter()
+    coarse_input = engine.decode_input(view.coarse, clicks, box, previous.logits, timings, outline)
+    candidates = view.model.candidates(*_decode_args(coarse_input))
+    labels = coarse_input.labels if coarse_input.labels is not None else np.zeros(0, np.int64)
+    first_single_click = previous.logits is None and box is None and outline is None and len(labels) == 1
+    kept = choose(candidates, labels, new_clicks, previous.logits, first_single_click)
+    coarse_logits = candidates.logits[kept]
+    coarse_frame = low_res_frame(view.coarse.region, coarse_input.embedding)
+    coarse_values = coarse_logits.float().cpu().numpy()
+    coarse_values[~coarse_frame.valid_mask()] = OUTSIDE_LOGIT
+    yield_point()
+
+    window_timings = type(timings)()
+    fine = _FineWindows(engine, view, coarse_values, coarse_frame, clicks, new_clicks, previous, choose, window_timings)
+    results = fine.run()
+    mask = stitch(view, coarse_values, coarse_frame, list(results.values()), engine.config.window_overlap)
+    stitched = time.perf_counter()
+    geometry = mask_to_geometry(mask, view.transform, polygons)
+    for stage in ("read_ms", "encode_ms", "windows_encoded", "windows_from_store"):
+        setattr(timings, stage, getattr(timings, stage) + getattr(window_timings, stage))
+    timings.decode_ms += (stitched - started) * 1e3 - window_timings.read_ms - window_timings.encode_ms
+    timings.postprocess_ms = (time.perf_counter() - stitched) * 1e3
+
+    coarse_downsample = view.coarse.encoder_downsample
+    resolution = ModelResolution(
+        view.downsample, view.downsample if results else coarse_downsample, view.source.mpp,
+        windows=len(results) + 1, windows_decoded=fine.decoded + 1, coarse_downsample=coarse_downsample,
+    )
+    score = float(np.mean([r.score for r in results.values()])) if results else float(candidates.scores[kept])
+    return engine.assemble(view.source, geometry, score, coarse_logits[None, None], resolution, results)
+
+
+class _FineWindows:
+    """Chooses, prompts and decodes the fine windows of one step."""
+
+    def __init__(self, engine, view, coarse_values, coarse_frame, clicks, new_clicks, previous, choose, timings):
+        self.engine, self.view, self.choose, self.timings = engine, view, choose, timings
+        self.coarse_values, self.coarse_frame = coarse_values, coarse_frame
+        self.clicks, self.new_clicks, self.previous = clicks, set(clicks[len(clicks) - new_clicks :]), previous
+        self.decoded = 0
+        self._resize = ResizeLongestSide(view.model.input_size)
+
+    def run(self) -> dict[WindowIndex, WindowResult]:
+        candidates = {index: self._candidate(index) for index in self.view.grid.overlapping(self.view.region)}
+        wanted = [c for c in candidates.values() if c.mixed or c.clicks]
+        results: dict[WindowIndex, WindowResult] = {}
+        while wanted:
+            for candidate in wanted:
+                results[candidate.index] = self._result(candidate)
+                yield_point()
+            wanted = [candidates[index] for index in self._neighbours_to_add(results, candidates)]
+        return dict(sorted(results.items()))
+
+    def _candidate(self, index: WindowIndex) -> _Candidate:
+        region, shape = self.engine.window_region(self.view, index)
+        frame = frame_for(region, self._resize.get_preprocess_shape(shape[0], shape[1], self.view.model.input_size))
+        logits = resample(self.coarse_values, self.coarse_frame.transform, frame.transform, (LOW_RES, LOW_RES))
+        usable = frame.valid_mask() & _inside(frame, self.view.region)
+        logits[~usable] = OUTSIDE_LOGIT
+        clicks = tuple(c for c in self.clicks if _contains(region, c.x, c.y))
+        return _Candidate(index, region, frame, logits, (logits > 0) & usable, usable, clicks)
+
+    def _result(self, candidate: _Candidate) -> WindowResult:
+        before = self.previous.windows.get(candidate.index)
+        if before is not None and before.clicks == candidate.clicks:
+            changed = np.count_nonzero(before.coarse != candidate.coarse)
+            if changed <= CHANGED_FRACTION * max(1, np.count_nonzero(candidate.usable)):
+                return before
+        self.decoded += 1
+        window_view = self.engine.window_view(self.view, candidate.index)
+        points = self._sampled_points(candidate) + candidate.clicks
+        mask_input = torch.as_tensor(candidate.coarse_logits, device=self.view.model.device)[None, None]
+        decode = self.engine.decode_input(window_view, points, _coarse_box(candidate), mask_input, self.timings)
+        candidates = self.view.model.candidates(*_decode_args(decode))
+        labels = decode.labels if decode.labels is not None else np.zeros(0, np.int64)
+        new_here = sum(1 for click in candidate.clicks if click in self.new_clicks)
+        kept = self.choose(candidates, labels, new_here, mask_input, False)
+        logits = candidates.logits[kept].float().cpu().numpy()
+        return WindowResult(candidate.region, candidate.frame, logits, candidate.coarse, candidate.clicks, float(candidates.scores[kept]))
+
+    @staticmethod
+    def _sampled_points(candidate: _Candidate) -> tuple[Click, ...]:
+        """A point deep inside the coarse interior (exterior) when no positive (negative) click is in the window."""
+        points = []
+        for positive, area in ((True, candidate.coarse), (False, candidate.usable & ~candidate.coarse)):
+            if area.any() and not any(click.positive == positive for click in candidate.clicks):
+                row, column = deepest(area.astype(np.uint8))
+                points.append(Click(*candidate.frame.point_at(row, column), positive))
+        return tuple(points)
+
+    def _neighbours_to_add(self, results: dict[WindowIndex, WindowResult], candidates: dict[WindowIndex, _Candidate]) -> list[WindowIndex]:
+        """Windows not decoded yet that overlap a decoded window where it disagrees with the coarse mask."""
+        adding = []
+        for index, candidate in candidates.items():
+            if index in results:
+                continue
+            for result in results.values():
+                overlap = _intersection(result.region, candidate.region)
+                if overlap is None:
+                    continue
+                inside = _inside(result.frame, overlap) & result.frame.valid_mask() & _inside(result.frame, self.view.region)
+                disagree = np.count_nonzero(((result.logits > 0) != result.coarse) & inside)
+                if disagree > DISAGREEING_LOGITS:
+                    adding.append(index)
+                    break
+        return adding
+
+
+def stitch(
+    view: TiledView, coarse_values: np.ndarray, coarse_frame: LowResFrame, windows: list[WindowResult], overlap: int
+) -> np.ndarray:
+    """The object's mask (uint8, view.shape) at the resolution asked for: blended window and coarse logits > 0."""
+    canvas = view.transform
+    height, width = view.shape
+    bounds = view.source.bounds
+    mask = np.zeros((height, width), dtype=np.uint8)
+    ramp = max(1, overlap)
+    for top in range(0, height, BAND_ROWS):
+        rows = min(BAND_ROWS, height - top)
+        total = COARSE_WEIGHT * resample(coarse_values, coarse_frame.transform, canvas, (rows, width), (top, 0))
+        weight = np.full((rows, width), COARSE_WEIGHT, dtype=np.float32)
+        for window in windows:
+            columns = _pixel_span(window.region.x, window.region.right, canvas.x0, canvas.sx, width)
+            band_rows = _pixel_span(window.region.y, window.region.bottom, canvas.y0, canvas.sy, height)
+            row0, row1 = max(band_rows[0], top), min(band_rows[1], top + rows)
+            if row0 >= row1 or columns[0] >= columns[1]:
+                continue
+            values = resample(window.logits, window.frame.transform, canvas, (row1 - row0, columns[1] - columns[0]), (row0, columns[0]))
+            weights = np.outer(
+                _ramp(np.arange(row0, row1), canvas.y0, canvas.sy, window.region.y, window.region.bottom, bounds.y, bounds.bottom, ramp),
+                _ramp(np.arange(*columns), canvas.x0, canvas.sx, window.region.x, window.region.right, bounds.x, bounds.right, ramp),
+            )
+            target = (slice(row0 - top, row1 - top), slice(*columns))
+            total[target] += weights * values
+            weight[target] += weights
+        mask[top : top + rows] = total > 0
+    return mask
+
+
+def _ramp(pixels: np.ndarray, origin: float, step: float, start: float, end: float, low: float, high: float, ramp: int) -> np.ndarray:
+    """Blending weights along one axis: 1 inside the window, falling linearly over `ramp` pixels towards
+    each edge that lies inside the image (an edge on the image's border keeps full weight)."""
+    centres = origin + (pixels + 0.5) * step
+    distance = np.full(len(pixels), np.inf)
+    if start > low + 1e-6:
+        distance = np.minimum(distance, (centres - start) / step)
+    if end < high - 1e-6:
+        distance = np.minimum(distance, (end - centres) / step)
+    return np.clip(distance / ramp, MIN_WEIGHT, 1.0).astype(np.float32)
+
+
+def _pixel_span(start: float, end: float, origin: float, step: float, count: int) -> tuple[int, int]:
+    """Canvas pixels [first, last) whose centres lie in [start, end)."""
+    first = math.ceil((start - origin) / step - 0.5 - 1e-9)
+    last = math.ceil((end - origin) / step - 0.5 - 1e-9)
+    return max(0, first), min(count, last)
+
+
+def _inside(frame: LowResFrame, rect: Rect) -> np.ndarray:
+    """256 x 256 booleans: logits whose centre lies inside a level-0 rectangle."""
+    t: RegionTransform = frame.transform
+    centres = np.arange(LOW_RES) + 0.5
+    xs, ys = t.x0 + centres * t.sx, t.y0 + centres * t.sy
+    return np.outer((ys >= rect.y) & (ys < rect.bottom), (xs >= rect.x) & (xs < rect.right))
+
+
+def _intersection(a: Rect, b: Rect) -> Rect | None:
+    x0, y0 = max(a.x, b.x), max(a.y, b.y)
+    x1, y1 = min(a.right, b.right), min(a.bottom, b.bottom)
+    return Rect(x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
+
+
+def _contains(rect: Rect, x: float, y: float) -> bool:
+    return rect.x <= x < rect.right and rect.y <= y < rect.bottom
+
+
+def _coarse_box(candidate: _Candidate) -> Box | None:
+    """The level-0 box of the coarse mask inside a window, or None when the coarse mask misses it."""
+    rows, columns = np.nonzero(candidate.coarse)
+    if not len(rows):
+        return None
+    t = candidate.frame.transform
+    x0, y0 = t.x0 + columns.min() * t.sx, t.y0 + rows.min() * t.sy
+    x1, y1 = t.x0 + (columns.max() + 1) * t.sx, t.y0 + (rows.max() + 1) * t.sy
+    region = candidate.region
+    x0, y0, x1, y1 = max(x0, region.x), max(y0, region.y), min(x1, region.right), min(y1, region.bottom)
+    return Box(x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
+
+
+def _decode_args(decode: DecodeInput) -> tuple:
+    return decode.embedding, decode.points, decode.labels, decode.box, decode.previous_logits
