@@ -46,6 +46,15 @@ def escaping_symlink(slide_root, synthetic_slide, tmp_path):
     link.unlink()
 
 
+def single_window(field_of_view: pb.FieldOfView) -> pb.FieldOfView:
+    field_of_view.windows = pb.WINDOW_MODE_SINGLE
+    return field_of_view
+
+
+def outline(*rings: list[float]) -> pb.InteractRequest:
+    return pb.InteractRequest(outline=pb.SetOutline(polygons=[pb.Polygon(exterior=pb.Ring(xy=ring)) for ring in rings]))
+
+
 def open_request(field_of_view: pb.FieldOfView, model: str = "") -> pb.InteractRequest:
     return pb.InteractRequest(open=pb.OpenObject(field_of_view=field_of_view, model=model, polygon_options=pb.PolygonOptions(max_vertices=500)))
 
@@ -81,8 +90,14 @@ BAD_OPENS = {
     "NaN downsample": (open_request(fov(downsample=math.nan)), grpc.StatusCode.INVALID_ARGUMENT, ["downsample"]),
     "negative mpp": (open_request(fov(mpp=-1.0)), grpc.StatusCode.INVALID_ARGUMENT, ["mpp"]),
     "zero magnification": (open_request(fov(magnification=0.0)), grpc.StatusCode.INVALID_ARGUMENT, ["magnification"]),
-    "region too large at full resolution": (
-        open_request(fov(region=rect(x=0, y=0, width=8192, height=6144), downsample=1.0)), grpc.StatusCode.RESOURCE_EXHAUSTED, ["coarser"]),
+    "region too large for one window at full resolution": (
+        open_request(single_window(fov(region=rect(x=0, y=0, width=8192, height=6144), downsample=1.0))),
+        grpc.StatusCode.RESOURCE_EXHAUSTED, ["coarser"]),
+    "object larger than the server segments": (
+        open_request(fov(region=rect(x=0, y=0, width=8192, height=6144), downsample=0.5)),
+        grpc.StatusCode.RESOURCE_EXHAUSTED, ["segments as one object"]),
+    "unknown window mode": (open_request(pb.FieldOfView(image=pb.ImageSource(slide_id=SLIDE_ID), region=GOOD_REGION, windows=7)),
+                            grpc.StatusCode.INVALID_ARGUMENT, ["window mode"]),
     "no image": (pb.InteractRequest(open=pb.OpenObject(field_of_view=pb.FieldOfView(region=GOOD_REGION))), grpc.StatusCode.INVALID_ARGUMENT, ["slide_id"]),
     "no region": (pb.InteractRequest(open=pb.OpenObject(field_of_view=pb.FieldOfView(image=pb.ImageSource(slide_id=SLIDE_ID)))), grpc.StatusCode.INVALID_ARGUMENT, ["region"]),
     "no field of view": (pb.InteractRequest(open=pb.OpenObject()), grpc.StatusCode.INVALID_ARGUMENT, ["field_of_view"]),
@@ -143,8 +158,14 @@ def test_prompts_before_open_and_nothing_to_undo(stub):
         (pb.InteractRequest(box=pb.SetBox(box=pb.Box(x=5000, y=3000, width=-5, height=10))), ["positive"]),
         (pb.InteractRequest(box=pb.SetBox(box=pb.Box(x=5000, y=3000, width=5000, height=10))), ["outside"]),
         (pb.InteractRequest(box=pb.SetBox()), ["box"]),
+        (pb.InteractRequest(outline=pb.SetOutline()), ["at least one polygon"]),
+        (outline([5000, 3000, 5100, 3000]), ["at least 3 points"]),
+        (outline([5000, 3000, 5100, math.nan, 5100, 3100]), ["finite"]),
+        (outline([5000, 3000, 5200, 3200, 5200, 3000, 5000, 3200]), ["not a valid polygon", "self-intersection"]),
+        (outline([100, 100, 200, 100, 200, 200]), ["outside the field of view"]),
     ],
-    ids=["click outside", "NaN click", "infinite click", "empty clicks", "negative box", "box outside", "empty box"],
+    ids=["click outside", "NaN click", "infinite click", "empty clicks", "negative box", "box outside", "empty box",
+         "empty outline", "outline of two points", "NaN outline", "self-intersecting outline", "outline outside"],
 )
 def test_bad_prompt_is_refused_and_the_object_is_unchanged(stub, bad, words):
     opened, first, refused, second = converse(stub, open_request(fov(magnification=2.5)), click(5200, 3300), bad, click(5300, 3300))
@@ -184,7 +205,7 @@ def test_oversized_message_is_refused_and_the_server_goes_on(stub):
 
 def test_segment_errors_are_status_codes(stub):
     cases = [
-        (pb.SegmentRequest(field_of_view=fov(magnification=2.5)), grpc.StatusCode.INVALID_ARGUMENT, "click or a box"),
+        (pb.SegmentRequest(field_of_view=fov(magnification=2.5)), grpc.StatusCode.INVALID_ARGUMENT, "a box or an outline"),
         (pb.SegmentRequest(field_of_view=fov("nope.svs"), clicks=[pb.Click(x=5000, y=3000, positive=True)]), grpc.StatusCode.NOT_FOUND, "nope.svs"),
         (pb.SegmentRequest(field_of_view=fov(magnification=2.5), clicks=[pb.Click(x=1, y=1, positive=True)]), grpc.StatusCode.INVALID_ARGUMENT, "outside"),
         (pb.SegmentRequest(clicks=[pb.Click(x=1, y=1)]), grpc.StatusCode.INVALID_ARGUMENT, "field_of_view"),
