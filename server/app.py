@@ -80,7 +80,8 @@ def build_engines(config: ServerConfig, registries: list[ModelRegistry] | None =
     slides = SlideStore(config.slide_root)
     uploads = UploadStore(max_bytes=int(config.upload_mb * MiB))
     engine_config = EngineConfig(default_max_vertices=config.max_vertices, default_strategy=config.strategy,
-                                 cache_dtype=config.cache_dtype, max_object_pixels=int(config.max_object_mpixels * 1e6))
+                                 cache_dtype=config.cache_dtype, max_object_pixels=int(config.max_object_mpixels * 1e6),
+                                 max_step_encodes=config.max_step_encodes)
     store = None
     if config.embedding_store is not None:
         store = EmbeddingStore(config.embedding_store, int(config.store_gb * 2**30))

@@ -46,6 +46,7 @@ class ServerConfig(BaseModel):
     embedding_store: Path | None = None                     # precomputed grid-window embeddings (`precompute --store`)
     store_gb: float = Field(20, gt=0)                       # disk budget of that store
     max_object_mpixels: float = Field(105, gt=0)            # largest multi-window field of view, megapixels at its resolution
+    max_step_encodes: int = Field(64, ge=1)                 # fine-window encodes one multi-window step may need
     max_message_mb: float = Field(64, gt=0)                 # largest request or reply
     session_idle_seconds: float = Field(1800, gt=0)         # open objects unused this long are freed
     # Scheduling

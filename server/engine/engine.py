@@ -82,6 +82,7 @@ class EngineConfig:
     cache_dtype: str = "float32"         # how cached embeddings are stored: float32 or float16 (half the bytes)
     window_overlap: int = DEFAULT_OVERLAP  # pixels adjacent grid windows share (multi-window objects, precompute)
     max_object_pixels: int = 10240 * 10240  # largest multi-window field of view, in pixels at the resolution asked for
+    max_step_encodes: int = 64           # fine-window encodes one step of a multi-window object may need
 
 
 @dataclass
@@ -118,11 +119,12 @@ class Engine:
         source = self.open_source(fov.image)
         fov.region.validate()
         downsample = resolve_downsample(source, fov.region, fov.resolution, self.config.fit_size)
-        if fov.resolution.kind != "fit" and fov.windows != "single":
-            grid = self.grid(source, downsample, model.input_size)
-            if _pixels_at(fov.region, downsample) > model.input_size + 1:
-                return self._tiled_view(spec, model, source, fov, grid)
-            if fov.align_to_grid:
+        if fov.resolution.kind != "fit":
+            larger = _pixels_at(fov.region, downsample) > model.input_size + 1
+            if larger and fov.windows != "single":
+                return self._tiled_view(spec, model, source, fov, downsample)
+            if fov.align_to_grid and not larger:
+                grid = self.grid(source, downsample, model.input_size)
                 centre = (fov.region.x + fov.region.width / 2, fov.region.y + fov.region.height / 2)
                 index = grid.nearest(*centre)
                 return self._view(spec, model, source, grid.window(index), downsample, GridWindow(grid, index))
@@ -154,17 +156,18 @@ class Engine:
         key = EmbeddingKey(spec.model_id, source.cache_key, (region.x, region.y, region.width, region.height), downsample)
         return View(spec, model, source, region, downsample, shape, key, grid_window)
 
-    def _tiled_view(self, spec: ModelSpec, model: SamModel, source: ImageSource, fov: FieldOfView, grid: WindowGrid) -> TiledView:
-        downsample = grid.downsample
-        height, width = math.ceil(fov.region.height / downsample - 1e-9), math.ceil(fov.region.width / downsample - 1e-9)
-        if height * width > self.config.max_object_pixels:
+    def _tiled_view(self, spec: ModelSpec, model: SamModel, source: ImageSource, fov: FieldOfView, downsample: float) -> TiledView:
+        exact_height, exact_width = fov.region.height / downsample, fov.region.width / downsample
+        if not math.isfinite(exact_height * exact_width) or exact_height * exact_width > self.config.max_object_pixels:
             raise ResourceExhausted(
-                f"region {fov.region.describe()} at downsample {downsample:g} would be {width} x {height} pixels, more "
+                f"region {fov.region.describe()} at downsample {downsample:g} would be {exact_width:.0f} x {exact_height:.0f} pixels, more "
                 f"than this server segments as one object ({self.config.max_object_pixels} pixels); choose a coarser "
                 "resolution or a smaller region"
             )
+        height, width = math.ceil(exact_height - 1e-9), math.ceil(exact_width - 1e-9)
         coarse_downsample = max(downsample, max(fov.region.width, fov.region.height) / model.input_size)
         coarse = self._view(spec, model, source, fov.region, coarse_downsample)
+        grid = self.grid(source, downsample, model.input_size)
         return TiledView(spec, model, source, fov.region, downsample, (height, width), grid, coarse)
 
     def is_cached(self, fov: FieldOfView, model_name: str) -> bool:
@@ -202,14 +205,26 @@ class Engine:
         self.cache.put(view.key, embedding.with_dtype(CACHE_DTYPES[self.config.cache_dtype]))
         return embedding
 
-    def _from_store(self, view: View) -> ImageEmbedding | None:
+    def has_embedding(self, view: View) -> bool:
+        """Whether the view's embedding needs no encode: it is cached, or precomputed in the store."""
+        if view.key in self.cache:
+            return True
+        key = self._store_key(view)
+        return key is not None and key in self.store
+
+    def _store_key(self, view: View) -> StoreKey | None:
         if self.store is None or view.grid_window is None:
             return None
         grid, index = view.grid_window.grid, view.grid_window.index
-        key = StoreKey(
+        return StoreKey(
             view.spec.model_id, view.spec.sha256 or "", view.source.store_identity, grid.key, index,
             (view.region.x, view.region.y, view.region.width, view.region.height), view.downsample,
         )
+
+    def _from_store(self, view: View) -> ImageEmbedding | None:
+        key = self._store_key(view)
+        if key is None:
+            return None
         stored = self.store.get(key)
         if stored is None:
             return None

@@ -32,6 +32,7 @@ from server.engine.prompts import Box, Click, Outline
 from server.engine.strategies import strategy_named
 from server.engine.views import ModelResolution, TiledView
 from server.engine.window_grid import WindowIndex
+from server.errors import ResourceExhausted
 from server.geometry import PolygonOptions, RegionTransform, mask_to_geometry
 from server.models.preemption import yield_point
 from server.models.sam import DecodeInput
@@ -140,12 +141,38 @@ class _FineWindows:
         candidates = {index: self._candidate(index) for index in self.view.grid.overlapping(self.view.region)}
         wanted = [c for c in candidates.values() if c.mixed or c.clicks]
         results: dict[WindowIndex, WindowResult] = {}
+        encodes = 0
         while wanted:
+            encodes += self._check_encodes(wanted, encodes)
             for candidate in wanted:
                 results[candidate.index] = self._result(candidate)
                 yield_point()
             wanted = [candidates[index] for index in self._neighbours_to_add(results, candidates)]
         return dict(sorted(results.items()))
+
+    def _check_encodes(self, wanted: list[_Candidate], so_far: int) -> int:
+        """How many of these windows need an encode; ResourceExhausted when the step would exceed the
+        server's limit (embeddings already made stay cached, so nothing is lost)."""
+        needed = sum(
+            1 for candidate in wanted
+            if not self._reusable(candidate) and not self.engine.has_embedding(self.engine.window_view(self.view, candidate.index))
+        )
+        limit = self.engine.config.max_step_encodes
+        if so_far + needed > limit:
+            raise ResourceExhausted(
+                f"this step needs at least {so_far + needed} encoder windows at downsample {self.view.downsample:g}, more than "
+                f"this server encodes for one step ({limit}); precompute the slide (slidesam-server precompute), or choose "
+                "a coarser resolution or a smaller region"
+            )
+        return needed
+
+    def _reusable(self, candidate: _Candidate) -> bool:
+        """The window's prompts are those of the previous step (clicks equal, coarse mask nearly so)."""
+        before = self.previous.windows.get(candidate.index)
+        if before is None or before.clicks != candidate.clicks:
+            return False
+        changed = np.count_nonzero(before.coarse != candidate.coarse)
+        return changed <= CHANGED_FRACTION * max(1, np.count_nonzero(candidate.usable))
 
     def _candidate(self, index: WindowIndex) -> _Candidate:
         region, shape = self.engine.window_region(self.view, index)
@@ -157,11 +184,8 @@ class _FineWindows:
         return _Candidate(index, region, frame, logits, (logits > 0) & usable, usable, clicks)
 
     def _result(self, candidate: _Candidate) -> WindowResult:
-        before = self.previous.windows.get(candidate.index)
-        if before is not None and before.clicks == candidate.clicks:
-            changed = np.count_nonzero(before.coarse != candidate.coarse)
-            if changed <= CHANGED_FRACTION * max(1, np.count_nonzero(candidate.usable)):
-                return before
+        if self._reusable(candidate):
+            return self.previous.windows[candidate.index]
         self.decoded += 1
         window_view = self.engine.window_view(self.view, candidate.index)
         points = self._sampled_points(candidate) + candidate.clicks

@@ -287,6 +287,12 @@ class RequestStrategies:
             (1, st.builds(pb.Box, x=self.coordinate, y=self.coordinate, width=self.coordinate, height=self.coordinate)),
             (1, st.builds(pb.Box, x=hostile_float(), y=hostile_float(), width=hostile_float(), height=hostile_float())),
         )
+        self.outline = weighted(
+            (3, st.sampled_from(self._regions).flatmap(self._outline_in)),
+            (1, st.just([])),
+            (1, st.lists(st.lists(any_float(), max_size=12).map(lambda xy: pb.Polygon(exterior=pb.Ring(xy=xy))), min_size=1, max_size=3)),
+            (1, st.lists(hostile_float(), min_size=6, max_size=8).map(lambda xy: [pb.Polygon(exterior=pb.Ring(xy=xy))])),
+        )
         option = weighted((4, st.just(0.0)), (2, st.sampled_from((0.5, 2.0, 25.0, 400.0))), (2, hostile_float()), (1, any_float()))
         self.polygon_options = st.builds(
             pb.PolygonOptions,
@@ -351,6 +357,7 @@ class RequestStrategies:
             "model": self.valid_model,
             "clicks": weighted((3, self._valid_clicks(fov.region)), (1, st.just([]))),
             "box": _maybe(self._box_in(fov.region), 1, absent=2),
+            "outline": weighted((3, st.just([])), (1, self._outline_in(fov.region))),
             "polygon_options": _maybe(self._valid_options(fov), 1),
             "strategy": self.valid_strategy,
         }
@@ -359,12 +366,15 @@ class RequestStrategies:
             "model": self.model,
             "clicks": self.segment_clicks,
             "box": _maybe(self.box, 3),
+            "outline": self.outline,
             "polygon_options": _maybe(self.polygon_options, 3),
             "strategy": prompt_strategy(),
         }
 
         def build(fields: dict) -> pb.SegmentRequest:
-            message = pb.SegmentRequest(model=fields["model"], clicks=fields["clicks"], strategy=fields["strategy"])
+            message = pb.SegmentRequest(
+                model=fields["model"], clicks=fields["clicks"], outline=fields["outline"], strategy=fields["strategy"]
+            )
             return _with_optional(message, **{name: fields[name] for name in ("field_of_view", "box", "polygon_options")})
 
         return self._mixed(valid, hostile).map(build)
@@ -404,6 +414,8 @@ class RequestStrategies:
             ).map(lambda c: {"clicks": pb.AddClicks(clicks=c)})),
             "box": (3, weighted((3, self._box_in(region)), (2, self.box), (1, st.none()))
                     .map(lambda b: {"box": pb.SetBox(box=b) if b is not None else pb.SetBox()})),
+            "outline": (2, weighted((2, self._outline_in(region)), (1, self.outline))
+                        .map(lambda polygons: {"outline": pb.SetOutline(polygons=polygons)})),
             "undo": (2, st.just({"undo": pb.Undo()})),
             "redo": (1, st.just({"redo": pb.Redo()})),
             "reset": (1, st.just({"reset": pb.Reset()})),
@@ -455,15 +467,17 @@ class RequestStrategies:
                 pb.Resolution(mpp=self.target.slide_mpp * downsample),
             ))
 
-        def build(slide_id: str, resolution: pb.Resolution) -> pb.FieldOfView:
+        def build(slide_id: str, resolution: pb.Resolution, windows: int, align: bool) -> pb.FieldOfView:
             copy = pb.FieldOfView()
             copy.CopyFrom(fov)
             if copy.image.HasField("slide_id"):
                 copy.image.slide_id = slide_id
             copy.resolution.CopyFrom(resolution)
+            copy.windows, copy.align_to_grid = windows, align
             return copy
 
-        return st.builds(build, aliases, resolutions)
+        windows = weighted((4, st.just(pb.WINDOW_MODE_UNSPECIFIED)), (1, st.sampled_from((pb.WINDOW_MODE_MULTI, pb.WINDOW_MODE_SINGLE))))
+        return st.builds(build, aliases, resolutions, windows, weighted((4, st.just(False)), (1, st.just(True))))
 
     def _one_field_broken(self, known: st.SearchStrategy[pb.FieldOfView]) -> st.SearchStrategy[pb.FieldOfView]:
         """A known field of view with one part made hostile: the image, one region number or the resolution."""
@@ -473,9 +487,11 @@ class RequestStrategies:
             fov = draw(known)
             copy = pb.FieldOfView()
             copy.CopyFrom(fov)
-            part = draw(st.sampled_from(("image", "region", "resolution")))
+            part = draw(st.sampled_from(("image", "region", "resolution", "windows")))
             if part == "image":
                 copy.image.CopyFrom(draw(self.image_source.filter(lambda image: image != fov.image)))
+            elif part == "windows":
+                copy.windows = draw(st.sampled_from(HOSTILE_INTS))
             elif part == "region":
                 setattr(copy.region, draw(st.sampled_from(("x", "y", "width", "height"))), draw(hostile_float()))
             else:
@@ -512,6 +528,17 @@ class RequestStrategies:
         unit = st.floats(0, 1)
         whole = pb.Box(x=region.x, y=region.y, width=region.width, height=region.height)
         return weighted((4, st.builds(build, unit, unit, unit, unit)), (1, st.just(whole)))
+
+    @staticmethod
+    def _outline_in(region: pb.Rect) -> st.SearchStrategy[list[pb.Polygon]]:
+        """An outline inside the region: a valid triangle, quadrilateral or bow tie (self-intersecting)."""
+        unit = st.floats(0.05, 0.95)
+
+        def build(points: list[tuple[float, float]]) -> list[pb.Polygon]:
+            xy = [v for u, w in points for v in (region.x + u * region.width, region.y + w * region.height)]
+            return [pb.Polygon(exterior=pb.Ring(xy=xy))]
+
+        return st.lists(st.tuples(unit, unit), min_size=3, max_size=5).map(build)
 
     def _upload_bytes(self) -> st.SearchStrategy[bytes]:
         signatures = st.sampled_from((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"GIF89a", b"BM", b"RIFF"))

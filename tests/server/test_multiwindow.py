@@ -150,3 +150,13 @@ def test_align_to_grid_serves_the_nearest_grid_window(engine, synthetic_slide):
     assert view.grid_window is not None and view.region == grid.window(view.grid_window.index)
     distances = [np.hypot(grid.window(i).x + 512 - point.x, grid.window(i).y + 512 - point.y) for i in grid.indices()]
     assert np.hypot(view.region.x + 512 - point.x, view.region.y + 512 - point.y) == pytest.approx(min(distances))
+
+
+def test_a_step_needing_more_encodes_than_allowed_is_refused_before_encoding(model_registry, slide_root, synthetic_slide):
+    capped = Engine(model_registry, SlideStore(slide_root), UploadStore(), EmbeddingCache(64 * 2**20), EngineConfig(max_step_encodes=2))
+    session, _ = ObjectSession.open(capped, object_fov(synthetic_slide), "mobile_sam", POLYGONS)
+    cached = capped.cache.stats().entries
+    with pytest.raises(ResourceExhausted, match="precompute the slide"):
+        session.add_clicks([centre(synthetic_slide)])
+    assert capped.cache.stats().entries == cached, "refused before any window was encoded"
+    assert session.current.prediction.geometry.is_empty and not session.finish().can_undo
