@@ -1,6 +1,10 @@
 """Evaluation datasets: a folder of patches, or whole slides cut into patches around tumour.
 
-- Patch folder: `NAME.png|jpg|jpeg|tif|tiff` with `NAME_mask.png` (non-zero = object), sorted by name.
+- Patch folder: `NAME.png|jpg|jpeg|tif|tiff` with `NAME_mask.png` (non-zero = object), sorted by name,
+  and optionally `NAME.json` placing the patch on its slide: `{"origin": [x, y]` (level-0 px of the
+  top-left corner), `"downsample": d` (level-0 px per patch px), `"mpp": m` (level-0 µm/px), `"slide":
+  "FILE"` (the slide it was read from, relative to a slide root)`}`, all optional. Without it a patch
+  sits at (0, 0) at downsample 1 with no known µm/px.
 - PAIP 2019 style (`paip:DIR`): `NAME.svs` with the whole-tumour mask `NAME_whole.tif` (PAIP's naming)
   or `NAME_mask.tif`, a tiled TIFF at level-0 size (OpenSlide reads it), non-zero = tumour.
 - CAMELYON16 style (`camelyon:DIR`): `NAME.tif` with ASAP annotations `NAME.xml`; polygons of the
@@ -16,6 +20,7 @@ not inside an already accepted patch, until `patches_per_slide` are accepted.
 
 from __future__ import annotations
 
+import json
 import math
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
@@ -45,6 +50,7 @@ class Sample:
     origin: tuple[float, float] = (0.0, 0.0)   # level-0 position of the patch's top-left corner
     downsample: float = 1.0           # level-0 pixels per patch pixel
     mpp: float | None = None          # level-0 µm per pixel
+    slide: str | None = None          # the slide the patch was read from, relative to a slide root
 
 
 class Dataset(Protocol):
@@ -83,6 +89,25 @@ class PatchFolder:
     def _mask_path(self, image: Path) -> Path:
         return image.with_name(f"{image.stem}_mask.png")
 
+    def _placement(self, image: Path) -> dict:
+        """origin, downsample, mpp and slide from NAME.json, where there is one."""
+        sidecar = image.with_suffix(".json")
+        if not sidecar.is_file():
+            return {}
+        try:
+            meta = json.loads(sidecar.read_text())
+            placement = {
+                "origin": tuple(float(v) for v in meta.get("origin", (0.0, 0.0))),
+                "downsample": float(meta.get("downsample", 1.0)),
+                "mpp": float(meta["mpp"]) if meta.get("mpp") else None,
+                "slide": str(meta["slide"]) if meta.get("slide") else None,
+            }
+        except (ValueError, TypeError, AttributeError) as error:
+            raise ValueError(f"{sidecar.name} is not a valid patch placement: {error}") from None
+        if len(placement["origin"]) != 2 or not placement["downsample"] > 0 or (placement["mpp"] is not None and not placement["mpp"] > 0):
+            raise ValueError(f"{sidecar.name}: origin must be [x, y], downsample and mpp positive")
+        return placement
+
     def names(self) -> list[str]:
         return [p.stem for p in self._images]
 
@@ -93,7 +118,7 @@ class PatchFolder:
             if mask is None or mask.shape[:2] != image.shape[:2]:
                 raise ValueError(f"{self._mask_path(path).name} is missing, unreadable or not the size of {path.name}")
             gt = (mask if mask.ndim == 2 else mask.max(axis=2)) > 0
-            yield Sample(path.stem, image, gt)
+            yield Sample(path.stem, image, gt, **self._placement(path))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import cv2
 from tqdm import tqdm
 
 from server.evaluation.datasets import Dataset
+from server.evaluation.metrics import DEFAULT_BOUNDARY_UM
 from server.evaluation.report import build_results, write_report
 from server.evaluation.runner import Backend, PartialResults, evaluate_sample
 
@@ -40,7 +41,7 @@ def run_evaluation(dataset: Dataset, backend: Backend, out_dir: Path, config: di
         if sample.name in partial.done:
             continue
         saver = _mask_saver(out_dir, sample.name) if save_masks else None
-        partial.add(evaluate_sample(backend, sample, config["max_clicks"], saver))
+        partial.add(evaluate_sample(backend, sample, config["max_clicks"], saver, config.get("boundary_um", DEFAULT_BOUNDARY_UM)))
         progress.update()
     progress.close()
     results = build_results(config, [partial.done[name] for name in names])

@@ -3,7 +3,12 @@
 Both backends upload the patch as a lossless PNG placed at its level-0 position and open an object on
 exactly that region at the patch's resolution, then click; the polygons that come back are rasterised
 at the patch's resolution and compared with the ground truth. So the in-process and gRPC runs see the
-same pixels and the same code path, and give the same IoU sequences.
+same pixels and the same code path, and give the same IoU sequences. A backend told to open samples on
+their slide (`slides=True`, for samples that name one) opens the slide itself instead of uploading, so
+precomputed grid embeddings of that slide can serve the windows.
+
+Patches larger than one encoder window are segmented as the field of view's window mode says: "auto"
+(the server's choice: multi-window for them), "multi" or "single" (the whole patch in one window).
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ import cv2
 import numpy as np
 import shapely
 
+from slidesam.v1 import slidesam_pb2 as pb
+
 from server.engine.engine import Engine
-from server.engine.prompts import Click, FieldOfView, PolygonRequest, UploadRef
+from server.engine.prompts import Click, FieldOfView, PolygonRequest, SlideRef, UploadRef
 from server.engine.session import ObjectSession
 from server.evaluation.clicker import Clicker
 from server.evaluation.datasets import Sample
-from server.evaluation.metrics import mask_iou
+from server.evaluation.metrics import BOUNDARY_AT_CLICK, DEFAULT_BOUNDARY_UM, boundary_f_score, mask_iou
 from server.geometry import RegionTransform, geometry_to_mask
 from server.slides import Rect, Resolution
+from server.wire import resolution_to_pb
 
 NO_VERTEX_BUDGET = 10_000_000  # evaluation measures SAM, not the polygon budget
 
@@ -37,6 +45,8 @@ class Opened:
     read_ms: float
     encode_ms: float
     cache_hit: bool
+    windows_encoded: int = 0      # encoder runs the open needed
+    windows_from_store: int = 0   # embeddings read from the server's precomputed store
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,19 @@ class Answer:
     geometry: shapely.MultiPolygon
     decode_ms: float      # the server's prompt encoder + mask decoder + upscaling
     cache_hit: bool
+    encode_ms: float = 0.0        # encodes this click needed (multi-window: fine windows not cached yet)
+    windows_encoded: int = 0
+    windows_from_store: int = 0
+    resolution: dict | None = None  # the resolution the model saw (see resolution_record)
+
+
+def resolution_record(message: pb.ModelResolution) -> dict:
+    """The wire's ModelResolution as plain JSON values."""
+    return {
+        "requested_downsample": message.requested_downsample, "encoder_downsample": message.encoder_downsample,
+        "encoder_mpp": message.encoder_mpp or None, "downsampled": message.downsampled, "windows": message.windows,
+        "windows_decoded": message.windows_decoded, "coarse_downsample": message.coarse_downsample or None,
+    }
 
 
 class EvaluatedObject(Protocol):
@@ -70,7 +93,9 @@ class _EngineObject:
 
     def click(self, x: float, y: float, positive: bool) -> Answer:
         outcome = self.session.add_clicks([Click(x, y, positive)])
-        return Answer(outcome.step.prediction.geometry, outcome.timings.decode_ms, outcome.timings.cache_hit)
+        timings = outcome.timings
+        return Answer(outcome.step.prediction.geometry, timings.decode_ms, timings.cache_hit, timings.encode_ms,
+                      timings.windows_encoded, timings.windows_from_store, resolution_record(resolution_to_pb(outcome.resolution)))
 
     def close(self) -> None:
         self.session.finish()
@@ -81,27 +106,37 @@ class EngineBackend:
 
     name = "in-process"
 
-    def __init__(self, engine: Engine, model: str, strategy: str):
-        self.engine, self.model, self.strategy = engine, model, strategy
+    def __init__(self, engine: Engine, model: str, strategy: str, windows: str = "auto", slides: bool = False):
+        self.engine, self.model, self.strategy, self.windows, self.slides = engine, model, strategy, windows, slides
 
     def open(self, sample: Sample, png: bytes) -> EvaluatedObject:
-        uploaded = self.engine.uploads.put(png, None)
-        image = UploadRef(uploaded.sha256, *sample.origin, downsample=sample.downsample, mpp=sample.mpp)
-        fov = FieldOfView(image, Rect(*_level0_extent(sample)), Resolution("downsample", sample.downsample))
+        if self.slides and sample.slide:
+            image = SlideRef(sample.slide)
+        else:
+            uploaded = self.engine.uploads.put(png, None)
+            image = UploadRef(uploaded.sha256, *sample.origin, downsample=sample.downsample, mpp=sample.mpp)
+        fov = FieldOfView(image, Rect(*_level0_extent(sample)), Resolution("downsample", sample.downsample), windows=self.windows)
         session, outcome = ObjectSession.open(
             self.engine, fov, self.model, PolygonRequest(max_vertices=NO_VERTEX_BUDGET), self.strategy
         )
         timings = outcome.timings
-        return _EngineObject(session, Opened(timings.read_ms, timings.encode_ms, timings.cache_hit))
+        return _EngineObject(session, Opened(timings.read_ms, timings.encode_ms, timings.cache_hit,
+                                             timings.windows_encoded, timings.windows_from_store))
 
     @classmethod
-    def create(cls, registry, model: str, strategy: str, cache_bytes: int = 512 * 2**20) -> "EngineBackend":
+    def create(
+        cls, registry, model: str, strategy: str, cache_bytes: int = 512 * 2**20, windows: str = "auto",
+        slide_root: Path | None = None, store=None,
+    ) -> "EngineBackend":
+        """An engine of its own; with slide_root, samples that name a slide under it are opened on the
+        slide, and `store` (an EmbeddingStore) serves precomputed windows of those slides."""
         from server.engine.cache import EmbeddingCache
         from server.slides import SlideStore
         from server.uploads import UploadStore
 
-        engine = Engine(registry, SlideStore(Path(tempfile.gettempdir())), UploadStore(), EmbeddingCache(cache_bytes))
-        return cls(engine, model, strategy)
+        slides = SlideStore(Path(slide_root) if slide_root else Path(tempfile.gettempdir()))
+        engine = Engine(registry, slides, UploadStore(), EmbeddingCache(cache_bytes), store=store)
+        return cls(engine, model, strategy, windows, slides=slide_root is not None)
 
 
 class _GrpcObject:
@@ -110,7 +145,9 @@ class _GrpcObject:
 
     def click(self, x: float, y: float, positive: bool) -> Answer:
         result = self.session.click(x, y, positive)
-        return Answer(result.geometry, result.timings.decode_ms, result.cache_hit)
+        timings = result.timings
+        return Answer(result.geometry, timings.decode_ms, result.cache_hit, timings.encode_ms, timings.windows_encoded,
+                      timings.windows_from_store, resolution_record(result.raw.resolution))
 
     def close(self) -> None:
         self.session.finish()
@@ -119,23 +156,28 @@ class _GrpcObject:
 class GrpcBackend:
     """A running slidesam server, through the bridge's Python client."""
 
-    def __init__(self, address: str, model: str, strategy: str):
+    def __init__(self, address: str, model: str, strategy: str, windows: str = "auto", slides: bool = False):
+        """slides: open samples that name a slide on that slide (the server's slide root must hold it)."""
         from qupath_bridge.client import SlidesamClient
 
         self.name = f"grpc://{address}"
         self.client = SlidesamClient(address)
         self.client.wait_ready()
-        self.model, self.strategy = model, strategy
+        self.model, self.strategy, self.windows, self.slides = model, strategy, windows, slides
 
     def open(self, sample: Sample, png: bytes) -> EvaluatedObject:
         from qupath_bridge.client import FieldOfView as ClientFieldOfView
-        from qupath_bridge.client import PolygonOptions, UploadedRegion
+        from qupath_bridge.client import PolygonOptions, SlideImage, UploadedRegion
 
-        region = UploadedRegion(png, *sample.origin, downsample=sample.downsample, mpp=sample.mpp)
-        fov = ClientFieldOfView(region, *_level0_extent(sample), downsample=sample.downsample)
+        if self.slides and sample.slide:
+            region = SlideImage(sample.slide)
+        else:
+            region = UploadedRegion(png, *sample.origin, downsample=sample.downsample, mpp=sample.mpp)
+        fov = ClientFieldOfView(region, *_level0_extent(sample), downsample=sample.downsample, windows=self.windows)
         session = self.client.open_object(fov, self.model, PolygonOptions(max_vertices=NO_VERTEX_BUDGET), self.strategy)
         timings = session.result.timings
-        return _GrpcObject(session, Opened(timings.read_ms, timings.encode_ms, timings.cache_hit))
+        return _GrpcObject(session, Opened(timings.read_ms, timings.encode_ms, timings.cache_hit,
+                                           timings.windows_encoded, timings.windows_from_store))
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -146,20 +188,29 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def evaluate_sample(
-    backend: Backend, sample: Sample, max_clicks: int, save_mask: Callable[[int, np.ndarray], None] | None = None
+    backend: Backend, sample: Sample, max_clicks: int, save_mask: Callable[[int, np.ndarray], None] | None = None,
+    boundary_um: float = DEFAULT_BOUNDARY_UM,
 ) -> dict:
-    """Up to max_clicks simulated clicks on one sample; the IoU after each, the clicks and the timings."""
+    """Up to max_clicks simulated clicks on one sample; the IoU after each, the boundary F-score after
+    click BOUNDARY_AT_CLICK and after the last (when the patch's µm/px is known), the clicks and the timings."""
     png = encode_png(sample.image)
     height, width = sample.gt.shape
     transform = RegionTransform(sample.origin[0], sample.origin[1], sample.downsample, sample.downsample)
+    um_per_px = sample.mpp * sample.downsample if sample.mpp else None
+    tolerance_px = boundary_um / um_per_px if um_per_px else None
     clicker = Clicker(sample.gt)
     prediction = np.zeros_like(sample.gt)
     ious, clicks, click_ms, decode_ms, hits = [], [], [], [], []
+    click_encode_ms, windows_encoded, windows_from_store = [], [], []
+    boundary: dict = {}
+    resolution = None
+    finished = False
     evaluated = backend.open(sample, png)
     try:
         for number in range(1, max_clicks + 1):
             click = clicker.next_click(prediction)
             if click is None:
+                finished = True
                 break
             x = sample.origin[0] + (click.col + 0.5) * sample.downsample
             y = sample.origin[1] + (click.row + 0.5) * sample.downsample
@@ -171,20 +222,43 @@ def evaluate_sample(
             clicks.append([click.row, click.col, click.positive])
             decode_ms.append(answer.decode_ms)
             hits.append(answer.cache_hit)
+            click_encode_ms.append(answer.encode_ms)
+            windows_encoded.append(answer.windows_encoded)
+            windows_from_store.append(answer.windows_from_store)
+            resolution = answer.resolution
+            if tolerance_px is not None and number == BOUNDARY_AT_CLICK:
+                boundary[str(number)] = boundary_f_score(prediction, sample.gt, tolerance_px).as_dict()
             if save_mask is not None:
                 save_mask(number, prediction)
     finally:
         evaluated.close()
+    if tolerance_px is not None and ious:
+        final = boundary_f_score(prediction, sample.gt, tolerance_px).as_dict()
+        if finished and len(ious) < BOUNDARY_AT_CLICK:
+            boundary[str(BOUNDARY_AT_CLICK)] = final  # the clicker ran out of errors: the mask is final
+        boundary["final"] = final | {"click": len(ious)}
+    opened = evaluated.opened
     return {
         "name": sample.name,
         "shape": [height, width],
         "image_sha256": hashlib.sha256(png).hexdigest(),
+        "slide": sample.slide if getattr(backend, "slides", False) else None,
+        "um_per_px": um_per_px,
         "ious": ious,
+        "finished": finished,
         "clicks": clicks,
         "click_ms": click_ms,
         "decode_ms": decode_ms,
+        "click_encode_ms": click_encode_ms,
+        "click_windows_encoded": windows_encoded,
+        "click_windows_from_store": windows_from_store,
         "click_cache_hits": hits,
-        "open": {"read_ms": evaluated.opened.read_ms, "encode_ms": evaluated.opened.encode_ms, "cache_hit": evaluated.opened.cache_hit},
+        "open": {"read_ms": opened.read_ms, "encode_ms": opened.encode_ms, "cache_hit": opened.cache_hit,
+                 "windows_encoded": opened.windows_encoded, "windows_from_store": opened.windows_from_store},
+        "resolution": resolution,
+        "boundary_um": boundary_um if tolerance_px is not None else None,
+        "boundary_tolerance_px": tolerance_px,
+        "boundary": boundary or None,
     }
 
 

@@ -217,8 +217,8 @@ def target(stub, synthetic_slide, model_registry) -> FuzzTarget:
             image=pb.ImageSource(uploaded=pb.UploadedImageRef(sha256=uploaded.sha256, origin_x=1e9, origin_y=-1e9, downsample=1000, mpp=0.25)),
             region=pb.Rect(x=1e9, y=-1e9, width=uploaded.width * 1000, height=uploaded.height * 1000),
         ),
-        # Larger than one encoder window at full resolution: a multi-window object (about six fine windows).
-        slide_fov(4300, 2650, 1800, 1300, 1.0),
+        # Wider than one encoder window at full resolution: a multi-window object (two fine windows).
+        slide_fov(4700, 3100, 1100, 700, 1.0),
     )
     # Never ask for a big SAM that happens to have a checkpoint here: loading it would take minutes.
     refused = ("nope", *(name for name in EXPENSIVE_MODELS if not model_registry.is_available(name)))
