@@ -1,12 +1,13 @@
 """`slidesam`: the pathologist-side command line (talks to a slidesam server, never imports torch).
 
-Exit codes: 0 done; 1 some image failed (each is reported, the others went on); 2 bad input
-(arguments, project, prompt file); 3 no server answered.
+Exit codes: 0 done; 1 some image (for `refine`: some annotation) failed (each is reported, the others
+went on); 2 bad input (arguments, project, prompt file, class); 3 no server answered.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from functools import partial
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from qupath_bridge.client import (
-    Click, ConnectionLost, FieldOfView, PolygonOptions, ServerError, SlideImage, SlidesamClient, TlsSettings,
+    WINDOW_MODES, Click, ConnectionLost, FieldOfView, PolygonOptions, ServerError, SlideImage, SlidesamClient, TlsSettings,
 )
 from qupath_bridge.fov import FovSettings
 from qupath_bridge.geojson import annotation_feature, feature_collection, write_geojson
@@ -24,6 +25,7 @@ from qupath_bridge.preannotate import preannotate
 from qupath_bridge.project import ImageEntry, PathClass, ProjectError, open_project
 from qupath_bridge.prompt_sources import GeoJSONPrompts, Grid, PromptSourceError, TissueBoxes
 from qupath_bridge.prompts import PromptClasses
+from qupath_bridge.refine import RefineReport, RefineSettings, refine
 from qupath_bridge.segmenter import Segmenter
 from qupath_bridge.sync import ImageReport, Settings, sync
 from qupath_bridge.tissue import TissueSettings
@@ -78,6 +80,17 @@ def _resolution(parser: argparse.ArgumentParser) -> None:
     resolution.add_argument("--downsample", type=_positive, help="read at this downsample of level 0")
 
 
+def _windows(parser, align: bool = True) -> None:
+    parser.add_argument("--windows", choices=list(WINDOW_MODES), default="auto",
+                        help="a field of view larger than SAM's 1024-px window at that resolution: auto (default: "
+                             "multi for such regions), multi (coarse to fine over windows at the resolution asked for) "
+                             "or single (shrunk into one window: coarser than asked for, and the result says so)")
+    if align:
+        parser.add_argument("--align-to-grid", action="store_true",
+                            help="let the server move a field of view that fits one window onto its embedding grid, "
+                                 "so a precomputed slide serves it without an encode")
+
+
 def _progress_option() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -119,6 +132,7 @@ def _segmentation_options() -> argparse.ArgumentParser:
     fov.add_argument("--margin", type=float, default=0.25, help="added on every side, as a fraction of the prompts' longer extent (default 0.25)")
     fov.add_argument("--min-size", type=_positive, default=2048.0, help="smallest side in level-0 pixels (default 2048)")
     _resolution(fov)
+    _windows(fov)
     model = parent.add_argument_group("model and polygons")
     model.add_argument("--model", default="", help="model name (default: the server's)")
     model.add_argument("--simplify-um", type=float, default=0.0, help="polygon simplification tolerance in µm (default none)")
@@ -152,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--region", required=True, type=lambda t: _numbers(t, 4, "--region"), metavar="X,Y,W,H",
                          help="level-0 field of view")
     _resolution(segment)
+    _windows(segment)
     segment.add_argument("--click", action="append", type=_click, default=[], metavar="X,Y[,+|-]",
                          help="a click; '+' (default) inside the object, '-' outside (repeatable, in order)")
     segment.add_argument("--box", type=lambda t: _numbers(t, 4, "--box"), metavar="X,Y,W,H", help="a box prompt")
@@ -197,6 +212,32 @@ def build_parser() -> argparse.ArgumentParser:
     preannotate.add_argument("--min-tissue-area", type=float, default=0.001,
                              help="smallest tissue piece as a fraction of the slide area (default 0.001)")
 
+    refine_ = commands.add_parser(
+        "refine", parents=[server, progress], help="refine existing outlines of one class with SAM, in place",
+        description="Every annotation of the class whose geometry is a polygon (e.g. an outline drawn at low zoom) is "
+                    "the prompt: SAM sees its bounding box grown by the margin, at the resolution asked for, and its "
+                    "answer replaces the outline (same id, class and name; the original goes into the description as "
+                    "provenance). The project is backed up before the first write. A re-run changes nothing; an outline "
+                    "edited after its refine is skipped with a warning (--again refines it anew). Points, lines and "
+                    "self-intersecting polygons are reported and left as they are.",
+    )
+    refine_.add_argument("project", type=Path, metavar="PROJECT", help="QuPath project (.qpproj or its folder) or GeoJSON project folder")
+    refine_.add_argument("--class", dest="refine_class", required=True, metavar="CLASS", help="the class of the outlines to refine")
+    view = refine_.add_argument_group("field of view (the outline's level-0 bounding box grown by the margin, at least the minimum size, inside the image)")
+    view.add_argument("--margin", type=float, default=0.25, help="added on every side, as a fraction of the outline's longer extent (default 0.25)")
+    view.add_argument("--min-size", type=_positive, default=1024.0, help="smallest side in level-0 pixels (default 1024)")
+    _resolution(view)
+    _windows(view, align=False)
+    refine_model = refine_.add_argument_group("model and polygons")
+    refine_model.add_argument("--model", default="", help="model name (default: the server's)")
+    refine_model.add_argument("--simplify-um", type=float, default=0.0, help="polygon simplification tolerance in µm (default none)")
+    refine_model.add_argument("--max-vertices", type=int, default=0, help="vertex budget per object (default: the server's)")
+    refine_.add_argument("--slide-map", action="append", default=[], metavar="LOCAL_PREFIX=SERVER_PREFIX",
+                         help="as for sync: slides the server reads itself; others are read here and uploaded")
+    refine_.add_argument("--image", action="append", default=[], metavar="NAME", help="only this image (repeatable; default all)")
+    refine_.add_argument("--again", action="store_true", help="also refine outlines edited after their refine (the edit becomes the new original)")
+    refine_.add_argument("--dry-run", action="store_true", help="say what would be refined; contact no server, write nothing")
+
     export = commands.add_parser("export", parents=[progress], help="write a project's annotations as a GeoJSON project",
                                  description="Writes DIR/slidesam-project.json and DIR/<image>.geojson for every image.")
     export.add_argument("project", type=Path, metavar="PROJECT")
@@ -217,8 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _segment(client: SlidesamClient, args: argparse.Namespace) -> None:
     if not args.click and args.box is None:
         raise SystemExit("give at least one --click or a --box")
-    fov = FieldOfView(SlideImage(args.slide), *args.region, mpp=args.mpp, magnification=args.magnification, downsample=args.downsample)
+    fov = FieldOfView(SlideImage(args.slide), *args.region, mpp=args.mpp, magnification=args.magnification,
+                      downsample=args.downsample, windows=args.windows, align_to_grid=args.align_to_grid)
     result = client.segment(fov, args.click, tuple(args.box) if args.box else None, model=args.model)
+    if result.downsampled:
+        print(f"slidesam: warning: {result.resolution.describe_downsampling(args.magnification)}", file=sys.stderr)
     measurements = {"SAM score": result.score, "Area px^2": result.area_px}
     if result.area_um2 is not None:
         measurements["Area µm^2"] = result.area_um2
@@ -232,7 +276,7 @@ def _segment(client: SlidesamClient, args: argparse.Namespace) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     try:
-        fov = FovSettings(args.margin, args.min_size, args.mpp, args.magnification, args.downsample)
+        fov = FovSettings(args.margin, args.min_size, args.mpp, args.magnification, args.downsample, args.windows, args.align_to_grid)
     except ValueError as error:
         raise _BadInput(str(error)) from None
     if not args.target_class.strip():
@@ -321,6 +365,31 @@ def _run_preannotate(client: SlidesamClient, args: argparse.Namespace) -> int:
     return _print_reports(preannotate(opener, args.image, source, segmenter, settings, args.workers, args.progress))
 
 
+def _run_refine(client: SlidesamClient, args: argparse.Namespace) -> int:
+    if not args.refine_class.strip():
+        raise _BadInput("--class must not be empty")
+    try:
+        fov = FovSettings(args.margin, args.min_size, args.mpp, args.magnification, args.downsample, args.windows)
+        slide_map = SlideMap.parse(args.slide_map)
+    except ValueError as error:
+        raise _BadInput(str(error)) from None
+    polygon = PolygonOptions(simplify_tolerance_um=args.simplify_um, max_vertices=args.max_vertices)
+    segmenter = Segmenter(client, PixelSource(slide_map, LocalSlides()), fov, args.model, polygon, args.connect_timeout)
+    settings = RefineSettings(args.refine_class, again=args.again, dry_run=args.dry_run)
+    recorded = {"model": args.model, "fov": fov.to_json(), "polygon": dataclasses.asdict(polygon)}
+    report = refine(partial(open_project, args.project), args.image, segmenter, settings, recorded, args.progress)
+    return _print_refine(report, settings)
+
+
+def _print_refine(report: RefineReport, settings: RefineSettings) -> int:
+    """The summary on stdout (each problem was logged as a WARNING on stderr as it was found)."""
+    if settings.dry_run:
+        for name in report.refined:
+            print(f"would refine {name}")
+    print(f"{report.summary(settings.path_class, settings.dry_run)} ({report.seconds:.1f} s)")
+    return EXIT_IMAGE_FAILED if report.failed else 0
+
+
 def _run_init(args: argparse.Namespace) -> int:
     local = LocalSlides()
     images = []
@@ -362,6 +431,8 @@ def main(argv: list[str] | None = None) -> None:
                 _segment(client, args)
             elif args.command == "sync":
                 raise SystemExit(_run_sync(client, args))
+            elif args.command == "refine":
+                raise SystemExit(_run_refine(client, args))
             else:
                 raise SystemExit(_run_preannotate(client, args))
     except ServerError as error:

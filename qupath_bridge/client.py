@@ -35,6 +35,10 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 _STRATEGIES = {"": pb.PROMPT_STRATEGY_UNSPECIFIED, "plain": pb.PROMPT_STRATEGY_PLAIN, "consistent": pb.PROMPT_STRATEGY_CONSISTENT}
+WINDOW_MODES = {"auto": pb.WINDOW_MODE_UNSPECIFIED, "multi": pb.WINDOW_MODE_MULTI, "single": pb.WINDOW_MODE_SINGLE}
+"""How a field of view larger than one encoder window (1024 px at the resolution asked for) is segmented:
+"auto" (the server's choice: multi-window when it is larger), "multi" (coarse to fine over windows at the
+resolution asked for) or "single" (shrunk into one window, coarser than asked for; the result says so)."""
 TOKEN_ENV = "SLIDESAM_TOKEN"
 RETRY_AFTER_METADATA = "retry-after-ms"
 _RECONNECTABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
@@ -96,7 +100,12 @@ class UploadedRegion:
 
 @dataclass(frozen=True)
 class FieldOfView:
-    """What SAM sees: an image, a level-0 rectangle and at most one resolution (none: fit the model input)."""
+    """What SAM sees: an image, a level-0 rectangle and at most one resolution (none: fit the model input).
+
+    windows: "auto" | "multi" | "single", how a region larger than one encoder window at that resolution
+    is segmented (see WINDOW_MODES). align_to_grid: let the server move a region that fits one window onto
+    its embedding grid (a precomputed embedding then serves it); the result's `region` says where.
+    """
 
     image: SlideImage | UploadedRegion
     x: float
@@ -106,9 +115,19 @@ class FieldOfView:
     mpp: float | None = None
     magnification: float | None = None
     downsample: float | None = None
+    windows: str = "auto"
+    align_to_grid: bool = False
+
+    def __post_init__(self) -> None:
+        if self.windows not in WINDOW_MODES:
+            raise ValueError(f"unknown window mode {self.windows!r}; choose one of {', '.join(map(repr, WINDOW_MODES))}")
 
     def to_pb(self) -> pb.FieldOfView:
-        message = pb.FieldOfView(region=pb.Rect(x=self.x, y=self.y, width=self.width, height=self.height))
+        message = pb.FieldOfView(
+            region=pb.Rect(x=self.x, y=self.y, width=self.width, height=self.height),
+            windows=WINDOW_MODES[self.windows],
+            align_to_grid=self.align_to_grid,
+        )
         if isinstance(self.image, SlideImage):
             message.image.slide_id = self.image.slide_id
         else:
@@ -160,6 +179,113 @@ def polygons_from_pb(polygons: Sequence[pb.Polygon]) -> shapely.MultiPolygon:
     return shapely.MultiPolygon(parts)
 
 
+def outline_geometry(geometry: shapely.Geometry) -> shapely.MultiPolygon:
+    """An outline prompt checked as the server will check it: polygonal (Polygon or MultiPolygon, or a
+    collection of them), non-empty, finite, valid (no self-intersection) and with area. ValueError saying
+    what is wrong otherwise."""
+    if not isinstance(geometry, shapely.Geometry):
+        raise ValueError(f"an outline must be a shapely Polygon or MultiPolygon, got {type(geometry).__name__}")
+    if geometry.is_empty:
+        raise ValueError("the outline is empty; it needs at least one polygon with area")
+    if type(geometry) is shapely.GeometryCollection:
+        kinds = sorted({part.geom_type for part in geometry.geoms if not part.is_empty})
+        if set(kinds) - {"Polygon", "MultiPolygon"}:
+            raise ValueError(f"an outline must be polygonal, got a collection of {', '.join(kinds)}")
+        geometry = shapely.MultiPolygon([p for part in geometry.geoms for p in _polygons(part)])
+    if not isinstance(geometry, (shapely.Polygon, shapely.MultiPolygon)):
+        raise ValueError(f"an outline must be a polygon, got a {geometry.geom_type} (a point or a line has no inside to refine)")
+    if not np.isfinite(shapely.get_coordinates(geometry)).all():
+        raise ValueError("the outline's coordinates must be finite numbers")
+    if not geometry.is_valid:
+        raise ValueError(f"the outline is not a valid polygon ({shapely.is_valid_reason(geometry)}); "
+                         "fix or redraw it (e.g. remove the self-intersection)")
+    if not geometry.area > 0:
+        raise ValueError("the outline has no area")
+    return shapely.MultiPolygon(_polygons(geometry))
+
+
+def _polygons(geometry: shapely.Geometry) -> list[shapely.Polygon]:
+    if isinstance(geometry, shapely.Polygon):
+        return [] if geometry.is_empty else [geometry]
+    return [part for part in geometry.geoms if not part.is_empty]
+
+
+def _ring_to_pb(ring: shapely.LinearRing) -> pb.Ring:
+    coordinates = shapely.get_coordinates(ring)
+    return pb.Ring(xy=coordinates[:-1].ravel().tolist())  # the wire's rings do not repeat the first vertex
+
+
+def polygons_to_pb(geometry: shapely.Geometry) -> list[pb.Polygon]:
+    """A polygonal shapely geometry (level-0) -> wire polygons, holes kept; validated by `outline_geometry`
+    (ValueError when it is not a valid polygon with area)."""
+    return [
+        pb.Polygon(exterior=_ring_to_pb(part.exterior), holes=[_ring_to_pb(hole) for hole in part.interiors])
+        for part in outline_geometry(geometry).geoms
+    ]
+
+
+def _positive_or_none(value: float) -> float | None:
+    return value if value > 0 else None
+
+
+@dataclass(frozen=True)
+class ModelResolution:
+    """The resolution the model actually saw, beside the one the field of view asked for.
+
+    Downsamples are level-0 pixels per pixel; mpp is µm per pixel (None where the image's mpp is
+    unknown). `downsampled`: the mask is coarser than asked for (one window over a region larger than
+    the encoder's 1024 px). `windows`: encoder windows behind the mask; `windows_decoded`: those this
+    step decoded. `coarse_downsample`: multi-window, the coarse window's downsample (else None).
+    """
+
+    requested_downsample: float
+    requested_mpp: float | None
+    encoder_downsample: float
+    encoder_mpp: float | None
+    downsampled: bool
+    windows: int = 1
+    windows_decoded: int = 1
+    coarse_downsample: float | None = None
+
+    @classmethod
+    def from_pb(cls, message: pb.ModelResolution) -> "ModelResolution":
+        return cls(
+            message.requested_downsample, _positive_or_none(message.requested_mpp),
+            message.encoder_downsample, _positive_or_none(message.encoder_mpp),
+            message.downsampled, message.windows, message.windows_decoded, _positive_or_none(message.coarse_downsample),
+        )
+
+    @property
+    def factor(self) -> float:
+        """How many times coarser than asked for the model saw the image (1.0: as asked)."""
+        return self.encoder_downsample / self.requested_downsample if self.requested_downsample > 0 else 1.0
+
+    def to_json(self) -> dict:
+        """For provenance: numbers rounded to 6 significant places, unknowns as null."""
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else float(f"{value:.6g}")
+
+        return {
+            "requested_downsample": rounded(self.requested_downsample), "requested_mpp": rounded(self.requested_mpp),
+            "encoder_downsample": rounded(self.encoder_downsample), "encoder_mpp": rounded(self.encoder_mpp),
+            "downsampled": self.downsampled, "windows": self.windows,
+            **({"coarse_downsample": rounded(self.coarse_downsample)} if self.coarse_downsample is not None else {}),
+        }
+
+    def describe_downsampling(self, magnification: float | None = None) -> str:
+        """One line for a person: what the model saw and what was asked for. `magnification`: the
+        magnification the field of view asked for, if it was given that way (then both are said as xN)."""
+        seen_mpp = f" ({self.encoder_mpp:.3g} µm/px)" if self.encoder_mpp else ""
+        if magnification:
+            seen, asked = f"x{magnification / self.factor:.2g}{seen_mpp}", f"x{magnification:g}"
+        elif self.requested_mpp and self.encoder_mpp:
+            seen, asked = f"{self.encoder_mpp:.3g} µm/px", f"{self.requested_mpp:.3g} µm/px"
+        else:
+            seen, asked = f"downsample {self.encoder_downsample:.3g}{seen_mpp}", f"downsample {self.requested_downsample:.3g}"
+        return (f"the model saw {seen}, not the {asked} asked for ({self.factor:.2g} times coarser); "
+                "segment it over several windows (--windows multi, which auto picks for large regions) or ask for a smaller region")
+
+
 @dataclass(frozen=True)
 class ObjectResult:
     """The server's current answer for an object."""
@@ -180,6 +306,25 @@ class ObjectResult:
     step = property(lambda self: self.raw.step)
     can_undo = property(lambda self: self.raw.can_undo)
     can_redo = property(lambda self: self.raw.can_redo)
+    windows_encoded = property(lambda self: self.raw.timings.windows_encoded)
+    """Encoder runs this step needed (multi-window: the fine windows that were not cached)."""
+    windows_from_store = property(lambda self: self.raw.timings.windows_from_store)
+    """Embeddings this step read from the server's precomputed (disk) store."""
+
+    @cached_property
+    def resolution(self) -> ModelResolution | None:
+        """The resolution the model saw beside the one asked for (None from a server that does not say)."""
+        return ModelResolution.from_pb(self.raw.resolution) if self.raw.HasField("resolution") else None
+
+    @property
+    def downsampled(self) -> bool:
+        """The mask is coarser than the field of view asked for (see `resolution`)."""
+        return self.resolution is not None and self.resolution.downsampled
+
+    @cached_property
+    def outline(self) -> shapely.MultiPolygon:
+        """The outline prompt the object was given (empty when none)."""
+        return polygons_from_pb(self.raw.outline)
 
     @property
     def clicks(self) -> list[Click]:
@@ -271,10 +416,13 @@ class SlidesamClient:
         model: str = "",
         polygon_options: PolygonOptions | None = None,
         strategy: str = "",
+        outline: shapely.Geometry | None = None,
     ) -> ObjectResult:
-        """One object from a complete set of prompts (box first, then the clicks in order).
+        """One object from a complete set of prompts (outline first, then the box, then the clicks in order).
 
         strategy: "plain" (SAM as published), "consistent" (every click honoured) or "" (server default).
+        outline: an existing outline as the prompt (a shapely Polygon or MultiPolygon in level-0 pixels,
+        inside the field of view; ValueError here when it is not a valid polygon with area).
         """
         request = pb.SegmentRequest(
             field_of_view=fov.to_pb(),
@@ -282,6 +430,7 @@ class SlidesamClient:
             strategy=_strategy(strategy),
             clicks=[pb.Click(x=c.x, y=c.y, positive=c.positive) for c in clicks],
             polygon_options=(polygon_options or PolygonOptions()).to_pb(),
+            outline=polygons_to_pb(outline) if outline is not None else [],
         )
         if box is not None:
             request.box.CopyFrom(pb.Box(x=box[0], y=box[1], width=box[2], height=box[3]))
@@ -402,6 +551,12 @@ class ObjectSession:
 
     def box(self, x: float, y: float, width: float, height: float) -> ObjectResult:
         return self._do(pb.InteractRequest(box=pb.SetBox(box=pb.Box(x=x, y=y, width=width, height=height))))
+
+    def outline(self, geometry: shapely.Geometry) -> ObjectResult:
+        """An existing outline (shapely Polygon or MultiPolygon, level-0, inside the field of view) as the
+        prompt, replacing earlier prompts as one step (undoable, replayed like clicks). ValueError, before
+        anything is sent, when it is not a valid polygon with area."""
+        return self._do(pb.InteractRequest(outline=pb.SetOutline(polygons=polygons_to_pb(geometry))))
 
     def undo(self) -> ObjectResult:
         return self._do(pb.InteractRequest(undo=pb.Undo()))

@@ -5,6 +5,11 @@ longer side on every side, then to at least `min_size` level-0 pixels per side (
 centre), then is moved inside the image and clipped where the image is smaller. Edges are whole
 pixels. The region is read at `mpp`, `magnification` or `downsample` (at most one); with none, the
 server fits the region's longer side to the model input (1024 px for SAM).
+
+`windows` says how a region larger than one encoder window at that resolution is segmented ("auto":
+the server goes multi-window for it; "multi"; "single": shrunk into one window, coarser than asked
+for), and `align_to_grid` lets the server move a region that fits one window onto its embedding grid.
+Both are left out of `to_json` at their defaults, so results made before they existed keep their hash.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from qupath_bridge.client import WINDOW_MODES
 from qupath_bridge.prompts import PromptGroup
 
 MODEL_INPUT = 1024
@@ -24,8 +30,12 @@ class FovSettings:
     mpp: float | None = None
     magnification: float | None = None
     downsample: float | None = None
+    windows: str = "auto"
+    align_to_grid: bool = False
 
     def __post_init__(self) -> None:
+        if self.windows not in WINDOW_MODES:
+            raise ValueError(f"unknown window mode {self.windows!r}; choose one of {', '.join(WINDOW_MODES)}")
         chosen = [v for v in (self.mpp, self.magnification, self.downsample) if v is not None]
         if len(chosen) > 1:
             raise ValueError("give at most one of mpp, magnification and downsample")
@@ -35,13 +45,21 @@ class FovSettings:
             raise ValueError("margin must be >= 0 and min_size > 0")
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        defaults = {"windows": "auto", "align_to_grid": False}
+        return {k: v for k, v in asdict(self).items() if v is not None and not (k in defaults and v == defaults[k])}
 
 
 def plan_region(group: PromptGroup, width: int, height: int, settings: FovSettings) -> tuple[int, int, int, int]:
     """The level-0 (x, y, width, height) SAM sees for the group, inside the image width x height."""
     xs, ys = zip(*group.points())
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    return plan_bounds((min(xs), min(ys), max(xs), max(ys)), width, height, settings)
+
+
+def plan_bounds(
+    bounds: tuple[float, float, float, float], width: int, height: int, settings: FovSettings
+) -> tuple[int, int, int, int]:
+    """The level-0 (x, y, width, height) around level-0 bounds (x0, y0, x1, y1), inside the image."""
+    x0, y0, x1, y1 = bounds
     pad = settings.margin * max(x1 - x0, y1 - y0)
     left, right = _span(x0 - pad, x1 + pad, settings.min_size, width)
     top, bottom = _span(y0 - pad, y1 + pad, settings.min_size, height)

@@ -147,11 +147,15 @@ class PixelSource:
             return FieldOfView(
                 SlideImage(slide_id), *map(float, rect),
                 mpp=settings.mpp, magnification=settings.magnification, downsample=settings.downsample,
+                windows=settings.windows, align_to_grid=settings.align_to_grid,
             )
         if image.path is None:
             raise SlideUnreadable(f"{image.name}: {image.uri} is not a local file, and no --slide-map names it on the server")
         downsample = self.local.downsample(image.path, rect, settings)
-        return FieldOfView(self.local.region(image.path, rect, downsample), *map(float, rect), downsample=downsample)
+        return FieldOfView(
+            self.local.region(image.path, rect, downsample), *map(float, rect), downsample=downsample,
+            windows=settings.windows, align_to_grid=settings.align_to_grid,
+        )
 
 
 def _on_white(rgba: np.ndarray) -> np.ndarray:

@@ -153,6 +153,7 @@ class _Run:
                 annotation = result_annotation(item.image, job, answer, self.source.name, self.settings.target.name, self.hashed)
                 apply(self.project, item.image, job, annotation, self.settings.target)
                 report.objects += annotation is not None
+                report.messages += answer.warnings
             self.project.save()
             self.state.mark(item.image, item.digest, report.regions, report.objects)
         except IMAGE_ERRORS as error:

@@ -6,7 +6,12 @@ A result carries its provenance three ways: its name ("SAM: <group>"), measureme
     {"slidesam": 1, "source": "prompts", "group": "lesion 1", "prompts_sha256": "...",
      "model_id": "mobile_sam@6dbb90523a35", "checkpoint_sha256": "...", "score": 0.97,
      "clicks": [[x, y, 1], ...], "box": null, "field_of_view": {...}, "settings": {...},
+     "resolution": {"requested_downsample": 2.0, "requested_mpp": 0.5, "encoder_downsample": 2.0,
+                    "encoder_mpp": 0.5, "downsampled": false, "windows": 4, "coarse_downsample": 5.9},
      "created": "2026-11-26T15:00:00Z"}
+
+`resolution` is the resolution the model saw beside the one asked for (see `client.ModelResolution`;
+absent when the server does not report it); `downsampled` true means the polygon is coarser than asked.
 
 `prompts_sha256` hashes the prompts and every setting that shapes the result (model, field of view,
 polygon options, class), so an unchanged group is skipped and a changed one replaces its result,
@@ -54,6 +59,25 @@ class Segmentation:
     result: ObjectResult
     region: tuple[int, int, int, int]
     checkpoint_sha256: str
+    warnings: tuple[str, ...] = ()
+    """For a person: e.g. that the model saw the region coarser than asked for."""
+
+    def field_of_view_json(self) -> dict:
+        """Where SAM looked (level-0) and at which downsample; the rectangle the server read instead,
+        when it moved the region (grid alignment)."""
+        x, y, width, height = self.region
+        record = {"x": x, "y": y, "width": width, "height": height, "downsample": round(self.result.raw.downsample, 6)}
+        raw = self.result.raw
+        if raw.HasField("region"):
+            read = [raw.region.x, raw.region.y, raw.region.width, raw.region.height]
+            if any(abs(a - b) > 0.5 for a, b in zip(read, self.region)):
+                record["region_read"] = {"x": read[0], "y": read[1], "width": read[2], "height": read[3]}
+        return record
+
+    def resolution_json(self) -> dict:
+        """The provenance's `resolution` entry (empty when the server does not report it)."""
+        resolution = self.result.resolution
+        return {"resolution": resolution.to_json()} if resolution is not None else {}
 
 
 def provenance(annotation: Annotation) -> dict | None:
@@ -105,7 +129,6 @@ def result_annotation(
     result = answer.result
     if result.geometry.is_empty:
         return None
-    x, y, width, height = answer.region
     record = {
         "slidesam": 1,
         "source": source,
@@ -115,8 +138,9 @@ def result_annotation(
         "checkpoint_sha256": answer.checkpoint_sha256,
         "score": round(result.score, 6),
         **job.group.to_json(),
-        "field_of_view": {"x": x, "y": y, "width": width, "height": height, "downsample": round(result.raw.downsample, 6)},
+        "field_of_view": answer.field_of_view_json(),
         "settings": dict(settings),
+        **answer.resolution_json(),
         "created": created_time(),
     }
     measurements = {"SAM score": round(result.score, 6), "SAM clicks": float(len(job.group.clicks))}

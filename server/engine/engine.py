@@ -253,7 +253,7 @@ class Engine:
         if outline is not None:
             frame = low_res_frame(view.region, embedding)
             points = [Click(x, y, True) for x, y in outline_points(outline.geometry, frame)] + points
-            box = box or Box(*_corners_to_box(outline.bounds))
+            box = box or _outline_box(outline, view.region)
             if previous_logits is None:
                 previous_logits = torch.as_tensor(outline_logits(outline.geometry, frame), device=view.model.device)[None, None]
         sam_points = None
@@ -321,7 +321,16 @@ def _pixels_at(region: Rect, downsample: float) -> float:
     return max(region.width, region.height) / downsample
 
 
-def _corners_to_box(bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = bounds
-    return x0, y0, x1 - x0, y1 - y0
+OUTLINE_BOX_MARGIN = 0.1
+"""An outline's box prompt is its bounds grown by this share of their size on each side: a crude outline
+drawn inside the object, or beside it, must not cap where the object may reach."""
+
+
+def _outline_box(outline: Outline, region: Rect) -> Box:
+    """The outline's bounds grown by OUTLINE_BOX_MARGIN per side, clamped to the region."""
+    x0, y0, x1, y1 = outline.bounds
+    grow_x, grow_y = OUTLINE_BOX_MARGIN * (x1 - x0), OUTLINE_BOX_MARGIN * (y1 - y0)
+    x0, y0 = max(region.x, x0 - grow_x), max(region.y, y0 - grow_y)
+    x1, y1 = min(region.right, x1 + grow_x), min(region.bottom, y1 + grow_y)
+    return Box(x0, y0, x1 - x0, y1 - y0)
 

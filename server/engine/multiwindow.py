@@ -5,8 +5,8 @@ One step (a click, a box, an outline) of a multi-window object:
    previous logits, as a single-window object would: it locates the object.
 2. Fine windows of the image's grid at the resolution asked for are chosen where the coarse boundary
    runs and where the user clicked. Each is prompted from the coarse result: its logits resampled
-   into the window's 256 x 256 frame as SAM's mask input, the box of the coarse mask inside the
-   window, the user's clicks inside it, and a point deep inside the coarse interior and exterior where
+   into the window's 256 x 256 frame as SAM's mask input, the box of the coarse mask and the positive
+   clicks inside the window (grown by a quarter window), the user's clicks inside it, and a point deep inside the coarse interior and exterior where
    no click of that sign is.
 3. A window whose prompts did not change since the previous step keeps its logits (a click re-decodes
    only the windows it affects). Where a decoded window disagrees with the coarse mask in its overlap
@@ -49,6 +49,7 @@ CHANGED_FRACTION = 0.01
 DISAGREEING_LOGITS = 4
 """A neighbour is decoded when a window disagrees with the coarse mask on more logits than this in their overlap."""
 BAND_ROWS = 1024
+BOX_GROWTH = 0.25
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ class _FineWindows:
         window_view = self.engine.window_view(self.view, candidate.index)
         points = self._sampled_points(candidate) + candidate.clicks
         mask_input = torch.as_tensor(candidate.coarse_logits, device=self.view.model.device)[None, None]
-        decode = self.engine.decode_input(window_view, points, _coarse_box(candidate), mask_input, self.timings)
+        decode = self.engine.decode_input(window_view, points, _window_box(candidate), mask_input, self.timings)
         candidates = self.view.model.candidates(*_decode_args(decode))
         labels = decode.labels if decode.labels is not None else np.zeros(0, np.int64)
         new_here = sum(1 for click in candidate.clicks if click in self.new_clicks)
@@ -294,17 +295,23 @@ def _contains(rect: Rect, x: float, y: float) -> bool:
     return rect.x <= x < rect.right and rect.y <= y < rect.bottom
 
 
-def _coarse_box(candidate: _Candidate) -> Box | None:
-    """The level-0 box of the coarse mask inside a window, or None when the coarse mask misses it."""
+def _window_box(candidate: _Candidate) -> Box | None:
+    """The box prompt of a fine window: the coarse mask's box in the window and the positive clicks in it,
+    grown by BOX_GROWTH of the window per side (a box as tight as a wrong coarse mask keeps SAM from
+    following the user's clicks: on real tissue it turned a recoverable click into a collapse)."""
     rows, columns = np.nonzero(candidate.coarse)
-    if not len(rows):
-        return None
     t = candidate.frame.transform
-    x0, y0 = t.x0 + columns.min() * t.sx, t.y0 + rows.min() * t.sy
-    x1, y1 = t.x0 + (columns.max() + 1) * t.sx, t.y0 + (rows.max() + 1) * t.sy
+    xs = list(t.x0 + np.r_[columns.min(), columns.max() + 1] * t.sx) if len(rows) else []
+    ys = list(t.y0 + np.r_[rows.min(), rows.max() + 1] * t.sy) if len(rows) else []
+    xs += [c.x for c in candidate.clicks if c.positive]
+    ys += [c.y for c in candidate.clicks if c.positive]
+    if not xs:
+        return None
     region = candidate.region
-    x0, y0, x1, y1 = max(x0, region.x), max(y0, region.y), min(x1, region.right), min(y1, region.bottom)
-    return Box(x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
+    gx, gy = BOX_GROWTH * region.width, BOX_GROWTH * region.height
+    x0, y0 = max(region.x, min(xs) - gx), max(region.y, min(ys) - gy)
+    x1, y1 = min(region.right, max(xs) + gx), min(region.bottom, max(ys) + gy)
+    return Box(x0, y0, x1 - x0, y1 - y0)
 
 
 def _decode_args(decode: DecodeInput) -> tuple:

@@ -45,6 +45,11 @@ class WindowGrid:
             )
         if not (math.isfinite(self.downsample) and self.downsample > 0):
             raise InvalidArgument(f"grid downsample must be a positive finite number, got {self.downsample!r}")
+        if min(self.bounds.width, self.bounds.height) / self.downsample < 1:
+            raise InvalidArgument(
+                f"at downsample {self.downsample:g} this image ({self.bounds.width:g} x {self.bounds.height:g}) is "
+                "smaller than one pixel; choose a finer resolution"
+            )
         if self.columns * self.rows > MAX_GRID_WINDOWS:
             raise InvalidArgument(
                 f"a grid at downsample {self.downsample:g} would have {self.columns * self.rows} windows over this image "
@@ -57,8 +62,9 @@ class WindowGrid:
 
     @property
     def key(self) -> str:
-        """Names the grid (not the image): resolution, window size and overlap."""
-        return f"ds{self.downsample:.6g}-w{self.size}-o{self.overlap}"
+        """Names the grid (not the image): resolution (exactly: grids of nearby resolutions differ), window
+        size and overlap."""
+        return f"ds{repr(float(self.downsample)).removesuffix('.0')}-w{self.size}-o{self.overlap}"
 
     @property
     def columns(self) -> int:

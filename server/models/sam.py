@@ -79,13 +79,25 @@ class SamModel:
         with torch.inference_mode():
             self._dense_pe = sam.prompt_encoder.get_dense_pe()
 
-    @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         """RGB uint8 H x W x 3 -> embedding (the expensive step: done once per region)."""
-        resized = self._resize.apply_image(image)
-        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        features = encode_in_steps(self.sam.image_encoder, self.sam.preprocess(tensor))
-        return ImageEmbedding(features, tuple(resized.shape[:2]), tuple(image.shape[:2]))
+        return self.encode_many([image])[0]
+
+    @torch.inference_mode()
+    def encode_many(self, images: list[np.ndarray]) -> list[ImageEmbedding]:
+        """Several RGB uint8 H x W x 3 images -> their embeddings, in one batched encoder pass."""
+        resized = [self._resize.apply_image(image) for image in images]
+        batch = torch.cat([
+            self.sam.preprocess(torch.as_tensor(pixels, device=self.device).permute(2, 0, 1).contiguous()[None])
+            for pixels in resized
+        ])
+        features = encode_in_steps(self.sam.image_encoder, batch)
+        # each embedding owns its memory (a cached one must not keep the whole batch alive)
+        parts = [features] if len(images) == 1 else [row[None].clone() for row in features]
+        return [
+            ImageEmbedding(part, tuple(pixels.shape[:2]), tuple(image.shape[:2]))
+            for part, pixels, image in zip(parts, resized, images)
+        ]
 
     @torch.inference_mode()
     def candidates(

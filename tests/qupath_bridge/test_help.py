@@ -13,6 +13,7 @@ from bridge_helpers import run_cli
     ("preannotate", "tissue-boxes | grid | geojson FILE"),
     ("export", "--geojson"),
     ("import", "--replace"),
+    ("refine", "--again"),
 ])
 def test_help(command, mentions, capsys):
     code, out, _ = run_cli(capsys, command, "--help")
