@@ -62,6 +62,17 @@ def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+def _refused(capsys, *args: str) -> tuple[int, str]:
+    """Runs `slidesam-server precompute ARGS` in this process (refusals come before any model work):
+    the exit code and what it wrote on stderr."""
+    from server.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["precompute", *args])
+    return exit_.value.code, capsys.readouterr().err
+
+
 def test_tissue_windows_skip_glass_and_dust(tissue_root):
     source = open_slide(SLIDE_ID, tissue_root)
     grid = WindowGrid(source.bounds, 2.0)
@@ -209,18 +220,18 @@ def bad_input(tissue_root, reference, tmp_path):
         ([SLIDE_ID, "--store-gb", "0"], "--store-gb must be a positive number of GiB"),
     ],
 )
-def test_bad_input_gets_one_clear_line_and_exit_code_2_and_the_store_keeps_everything(bad_input, tissue_root, arguments, message):
+def test_bad_input_gets_one_clear_line_and_exit_code_2_and_the_store_keeps_everything(bad_input, tissue_root, arguments, message, capsys):
     before = _files(bad_input)
     resolution = [] if "--downsample" in arguments else ["--magnification", "10"]
-    result = _cli(*arguments, "--slide-root", str(tissue_root), "--store", str(bad_input), *resolution)
-    assert result.returncode == 2, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("slidesam-server: ") and message in last, result.stderr
-    assert "Traceback" not in result.stderr
+    code, stderr = _refused(capsys, *arguments, "--slide-root", str(tissue_root), "--store", str(bad_input), *resolution)
+    assert code == 2, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("slidesam-server: ") and message in last, stderr
+    assert "Traceback" not in stderr
     assert _files(bad_input) == before
 
 
-def test_bad_stores_are_refused_and_left_alone(tissue_root, tmp_path):
+def test_bad_stores_are_refused_and_left_alone(tissue_root, tmp_path, capsys):
     a_file = tmp_path / "store.bin"
     a_file.write_bytes(b"precious")
     newer = tmp_path / "newer"
@@ -228,8 +239,8 @@ def test_bad_stores_are_refused_and_left_alone(tissue_root, tmp_path):
     (newer / "store.json").write_text('{"format": "slidesam-embedding-store", "format_version": 2}\n')
     for store, message in ((a_file, "is a file, not a directory"), (newer, "has format version 2; this slidesam writes version 1")):
         before = _files(tmp_path)
-        result = _cli(SLIDE_ID, "--slide-root", str(tissue_root), "--magnification", "10", "--store", str(store))
-        assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr
+        code, stderr = _refused(capsys, SLIDE_ID, "--slide-root", str(tissue_root), "--magnification", "10", "--store", str(store))
+        assert code == 2 and message in stderr.strip().splitlines()[-1], stderr
         assert _files(tmp_path) == before
-    missing = _cli(str(tmp_path / "nowhere.svs"), "--magnification", "10", "--store", str(tmp_path / "s"))
-    assert missing.returncode == 2 and f"no such slide file: {tmp_path / 'nowhere.svs'}" in missing.stderr
+    code, stderr = _refused(capsys, str(tmp_path / "nowhere.svs"), "--magnification", "10", "--store", str(tmp_path / "s"))
+    assert code == 2 and f"no such slide file: {tmp_path / 'nowhere.svs'}" in stderr
