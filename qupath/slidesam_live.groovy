@@ -23,6 +23,7 @@ import org.slidesam.client.ConnectOptions
 import org.slidesam.client.Rect
 import org.slidesam.client.Resolution
 import org.slidesam.client.SlidesamClient
+import org.slidesam.client.WindowMode
 import org.slidesam.client.live.FovSettings
 import org.slidesam.client.live.LiveImage
 import org.slidesam.client.live.LiveSegmenter
@@ -50,6 +51,8 @@ ASK_AGAIN = false                             // true: ask for the server addres
 TARGET_CLASS = "Tumor"                        // class of the result annotations
 FOV_MODE = FovSettings.Mode.SELECTION_OR_VIEW // or FovSettings.Mode.PROMPTS: the field of view `slidesam sync` uses
 RESOLUTION = Resolution.FIT                   // e.g. Resolution.magnification(10), Resolution.mpp(1.0)
+WINDOWS = WindowMode.AUTO                     // AUTO/MULTI: regions larger than 1024 px at RESOLUTION go coarse to fine; SINGLE shrinks them
+ALIGN_TO_GRID = false                         // true: fields of view snap to the server's grid (precomputed slides: no encode)
 SLIDE_MAP = []                                // e.g. ["/mnt/slides=cases"]: slides the server reads itself
 UNDO_KEY = "Alt+Z"                            // takes back the last point of the object worked on last
 // -------------------------------------------------------------------------------------------------------------
@@ -105,7 +108,7 @@ def image = new LiveImage(ServerTools.getDisplayableImageName(server), server.ge
         Double.isNaN(magnification) ? 0 : magnification, uri?.getScheme() == "file" ? new File(uri).getPath() : null,
         uri?.toString(), pixels)
 def settings = LiveSettings.BRIDGE.withTargetClass(TARGET_CLASS)
-        .withFov(FovSettings.BRIDGE.withMode(FOV_MODE).withResolution(RESOLUTION))
+        .withFov(FovSettings.BRIDGE.withMode(FOV_MODE).withResolution(RESOLUTION).withWindows(WINDOWS, ALIGN_TO_GRID))
 def plane = viewer.getImagePlane()
 
 /** The image's annotations as the prompt logic reads them (hierarchy order). */

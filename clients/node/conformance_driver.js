@@ -22,6 +22,8 @@ function fieldOfView(fov) {
   if (fov.magnification !== undefined) message.resolution = {magnification: fov.magnification};
   else if (fov.mpp_read !== undefined) message.resolution = {mpp: fov.mpp_read};
   else if (fov.downsample_read !== undefined) message.resolution = {downsample: fov.downsample_read};
+  if (fov.windows !== undefined) message.windows = `WINDOW_MODE_${fov.windows.toUpperCase()}`;
+  if (fov.align_to_grid !== undefined) message.align_to_grid = fov.align_to_grid;
   return message;
 }
 
@@ -38,6 +40,9 @@ function resultJson(result) {
       can_undo: result.can_undo,
       can_redo: result.can_redo,
       downsample: result.downsample,
+      encoder_downsample: result.resolution ? result.resolution.encoder_downsample : null,
+      downsampled: result.resolution ? result.resolution.downsampled : null,
+      windows: result.resolution ? result.resolution.windows : null,
     },
   };
 }

@@ -145,9 +145,14 @@ class _FineWindows:
         encodes = 0
         while wanted:
             encodes += self._check_encodes(wanted, encodes)
+            fresh = []
             for candidate in wanted:
-                results[candidate.index] = self._result(candidate)
-                yield_point()
+                if self._reusable(candidate):
+                    results[candidate.index] = self.previous.windows[candidate.index]
+                else:
+                    fresh.append((candidate, self._prompted(candidate)))
+                    yield_point()
+            results.update(self._decoded(fresh))
             wanted = [candidates[index] for index in self._neighbours_to_add(results, candidates)]
         return dict(sorted(results.items()))
 
@@ -184,20 +189,37 @@ class _FineWindows:
         clicks = tuple(c for c in self.clicks if _contains(region, c.x, c.y))
         return _Candidate(index, region, frame, logits, (logits > 0) & usable, usable, clicks)
 
-    def _result(self, candidate: _Candidate) -> WindowResult:
-        if self._reusable(candidate):
-            return self.previous.windows[candidate.index]
-        self.decoded += 1
+    def _prompted(self, candidate: _Candidate) -> DecodeInput:
+        """The window's embedding (cache, store or encode) and its prompts from the coarse result."""
         window_view = self.engine.window_view(self.view, candidate.index)
         points = self._sampled_points(candidate) + candidate.clicks
         mask_input = torch.as_tensor(candidate.coarse_logits, device=self.view.model.device)[None, None]
-        decode = self.engine.decode_input(window_view, points, _window_box(candidate), mask_input, self.timings)
-        candidates = self.view.model.candidates(*_decode_args(decode))
-        labels = decode.labels if decode.labels is not None else np.zeros(0, np.int64)
-        new_here = sum(1 for click in candidate.clicks if click in self.new_clicks)
-        kept = self.choose(candidates, labels, new_here, mask_input, False)
-        logits = candidates.logits[kept].float().cpu().numpy()
-        return WindowResult(candidate.region, candidate.frame, logits, candidate.coarse, candidate.clicks, float(candidates.scores[kept]))
+        return self.engine.decode_input(window_view, points, _window_box(candidate), mask_input, self.timings)
+
+    def _decoded(self, work: list[tuple[_Candidate, DecodeInput]]) -> dict[WindowIndex, WindowResult]:
+        """One decoder pass per window; on a GPU the passes of a round run as one batch."""
+        if not work:
+            return {}
+        model = self.view.model
+        inputs = [decode for _, decode in work]
+        if model.device.type == "cuda":
+            answers = model.candidates_many(inputs)
+        else:  # batching the decoder buys nothing on the CPU (measured): one pass each, pausable between them
+            answers = []
+            for decode in inputs:
+                answers.append(model.candidates(*_decode_args(decode)))
+                yield_point()
+        self.decoded += len(work)
+        results = {}
+        for (candidate, decode), candidates in zip(work, answers):
+            labels = decode.labels if decode.labels is not None else np.zeros(0, np.int64)
+            new_here = sum(1 for click in candidate.clicks if click in self.new_clicks)
+            kept = self.choose(candidates, labels, new_here, decode.previous_logits, False)
+            logits = candidates.logits[kept].float().cpu().numpy()
+            results[candidate.index] = WindowResult(
+                candidate.region, candidate.frame, logits, candidate.coarse, candidate.clicks, float(candidates.scores[kept])
+            )
+        return results
 
     @staticmethod
     def _sampled_points(candidate: _Candidate) -> tuple[Click, ...]:

@@ -12,7 +12,10 @@ from qupath_bridge.client import Click, FieldOfView, ObjectResult, ObjectSession
 Outcome = dict | tuple[str, str]
 """A step's result (the compared fields) or its error (status code name, message)."""
 
-COMPARED = ("polygons", "score", "area_px", "model_id", "clicks", "step", "can_undo", "can_redo", "downsample")
+COMPARED = (
+    "polygons", "score", "area_px", "model_id", "clicks", "step", "can_undo", "can_redo", "downsample",
+    "encoder_downsample", "downsampled", "windows",
+)
 
 
 class Driver:
@@ -62,6 +65,9 @@ def python_outcome(result: ObjectResult) -> dict:
         "can_undo": raw.can_undo,
         "can_redo": raw.can_redo,
         "downsample": raw.downsample,
+        "encoder_downsample": raw.resolution.encoder_downsample if raw.HasField("resolution") else None,
+        "downsampled": raw.resolution.downsampled if raw.HasField("resolution") else None,
+        "windows": raw.resolution.windows if raw.HasField("resolution") else None,
     }
 
 
@@ -72,7 +78,7 @@ def python_fov(fov: dict) -> FieldOfView:
     else:
         image = UploadedRegion(Path(fov["png"]).read_bytes(), fov["origin_x"], fov["origin_y"], fov["downsample"], fov.get("mpp"))
     resolution = {k: fov[key] for k, key in (("magnification", "magnification"), ("mpp", "mpp_read"), ("downsample", "downsample_read")) if key in fov}
-    return FieldOfView(image, *fov["region"], **resolution)
+    return FieldOfView(image, *fov["region"], **resolution, windows=fov.get("windows", "auto"), align_to_grid=fov.get("align_to_grid", False))
 
 
 class PythonSession:

@@ -67,6 +67,31 @@ def test_same_session_gives_the_same_polygons_undo_and_errors(driver, server, sy
     assert reference[10][0] == "FAILED_PRECONDITION" and reference[14]["polygons"] == reference[11]["polygons"]
 
 
+def test_a_multi_window_object_is_the_same_in_every_client(driver, server, synthetic_slide):
+    """A field of view larger than one encoder window at x40: coarse to fine on the server, and every client
+    sees the same polygons and the same account of the resolution the model saw; one window says it shrank."""
+    minx, miny, maxx, maxy = synthetic_slide.object_geometry.bounds
+    point = synthetic_slide.object_geometry.representative_point()
+    fov = {"slide_id": SLIDE_ID, "region": [minx - 200, miny - 200, maxx - minx + 400, maxy - miny + 400], "magnification": 40}
+    steps = [
+        ("open", {"fov": fov}),
+        ("click", {"x": point.x, "y": point.y, "positive": True}),
+        ("click", {"x": minx - 150, "y": miny - 150, "positive": False}),
+        ("undo", {}),
+        ("open", {"fov": fov | {"windows": "single"}}),
+        ("click", {"x": point.x, "y": point.y, "positive": True}),
+        ("finish", {}),
+    ]
+    with SlidesamClient(server.address) as client:
+        reference = run(PythonSession(client), steps)
+    driver.ask("connect", address=server.address)
+    assert_same(run(driver, steps), reference, steps, driver.name)
+    multi, single = reference[1], reference[5]
+    assert multi["windows"] > 2 and not multi["downsampled"] and multi["encoder_downsample"] == 1.0
+    assert single["windows"] == 1 and single["downsampled"] and single["encoder_downsample"] > 1.5
+    assert reference[3]["polygons"] == multi["polygons"]
+
+
 @pytest.mark.parametrize(
     "change, expected_code",
     [

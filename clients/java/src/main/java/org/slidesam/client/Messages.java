@@ -36,7 +36,12 @@ final class Messages {
             case MAGNIFICATION -> message.setResolution(resolution.setMagnification(fov.resolution().value()));
             case DOWNSAMPLE -> message.setResolution(resolution.setDownsample(fov.resolution().value()));
         }
-        return message.build();
+        message.setWindows(switch (fov.windows()) {
+            case AUTO -> org.slidesam.v1.WindowMode.WINDOW_MODE_UNSPECIFIED;
+            case MULTI -> org.slidesam.v1.WindowMode.WINDOW_MODE_MULTI;
+            case SINGLE -> org.slidesam.v1.WindowMode.WINDOW_MODE_SINGLE;
+        });
+        return message.setAlignToGrid(fov.alignToGrid()).build();
     }
 
     static org.slidesam.v1.Rect rect(Rect rect) {
@@ -86,7 +91,18 @@ final class Messages {
                 new Rect(raw.getRegion().getX(), raw.getRegion().getY(), raw.getRegion().getWidth(), raw.getRegion().getHeight()),
                 raw.getDownsample(),
                 new Result.Timings(t.getReadMs(), t.getEncodeMs(), t.getDecodeMs(), t.getPostprocessMs(), t.getTotalMs(),
-                        t.getQueueMs(), t.getCacheHit()));
+                        t.getQueueMs(), t.getCacheHit(), t.getWindowsEncoded(), t.getWindowsFromStore()),
+                raw.hasResolution() ? resolution(raw.getResolution()) : null);
+    }
+
+    static ModelResolution resolution(org.slidesam.v1.ModelResolution r) {
+        return new ModelResolution(r.getRequestedDownsample(), positiveOrNaN(r.getRequestedMpp()), r.getEncoderDownsample(),
+                positiveOrNaN(r.getEncoderMpp()), r.getDownsampled(), r.getWindows(), r.getWindowsDecoded(),
+                positiveOrNaN(r.getCoarseDownsample()));
+    }
+
+    private static double positiveOrNaN(double value) {
+        return value > 0 ? value : Double.NaN;
     }
 
     static ModelInfo modelInfo(org.slidesam.v1.ModelInfo m) {

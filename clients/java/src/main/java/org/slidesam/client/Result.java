@@ -9,14 +9,24 @@ import java.util.List;
  * @param areaUm2    NaN when the image's pixel size is unknown
  * @param region     the level-0 rectangle actually read
  * @param downsample the resolution actually read, relative to level 0
+ * @param resolution the resolution the model saw beside the one asked for; null from a server that does not say
  */
 public record Result(String objectId, List<Polygon> polygons, double score, double areaPx, double areaUm2,
                      String modelId, List<Click> clicks, Rect box, int step, boolean canUndo, boolean canRedo,
-                     Rect region, double downsample, Timings timings) {
+                     Rect region, double downsample, Timings timings, ModelResolution resolution) {
 
-    /** Server-side timings in milliseconds; {@code cacheHit}: the image embedding was reused. */
+    /**
+     * Server-side timings in milliseconds; {@code cacheHit}: the image embedding was reused;
+     * {@code windowsEncoded}: encoder runs this step cost; {@code windowsFromStore}: embeddings read from the
+     * server's precomputed store.
+     */
     public record Timings(double readMs, double encodeMs, double decodeMs, double postprocessMs, double totalMs,
-                          double queueMs, boolean cacheHit) {
+                          double queueMs, boolean cacheHit, int windowsEncoded, int windowsFromStore) {
+    }
+
+    /** The mask is coarser than the field of view asked for (see {@link #resolution()}). */
+    public boolean downsampled() {
+        return resolution != null && resolution.downsampled();
     }
 
     public Result {

@@ -30,6 +30,7 @@ import org.slidesam.client.Result;
 import org.slidesam.client.ServerException;
 import org.slidesam.client.SlidesamClient;
 import org.slidesam.client.Strategy;
+import org.slidesam.client.WindowMode;
 
 /**
  * Drives the Java client from the conformance tests: one JSON request per line on stdin, one JSON
@@ -166,7 +167,10 @@ public final class ConformanceDriver {
         } else if (fov.has("downsample_read")) {
             resolution = Resolution.downsample(num(fov, "downsample_read"));
         }
-        return new FieldOfView(image, rect(fov.getAsJsonArray("region")), resolution);
+        WindowMode windows = fov.has("windows") ? WindowMode.valueOf(fov.get("windows").getAsString().toUpperCase(java.util.Locale.ROOT))
+                : WindowMode.AUTO;
+        boolean aligned = fov.has("align_to_grid") && fov.get("align_to_grid").getAsBoolean();
+        return new FieldOfView(image, rect(fov.getAsJsonArray("region")), resolution, windows, aligned);
     }
 
     private static Rect rect(JsonArray xywh) {
@@ -194,6 +198,10 @@ public final class ConformanceDriver {
         json.put("can_undo", result.canUndo());
         json.put("can_redo", result.canRedo());
         json.put("downsample", result.downsample());
+        var seen = result.resolution();
+        json.put("encoder_downsample", seen == null ? null : seen.encoderDownsample());
+        json.put("downsampled", seen == null ? null : seen.downsampled());
+        json.put("windows", seen == null ? null : seen.windows());
         json.put("wkt", result.toWkt());
         return Map.of("result", json);
     }

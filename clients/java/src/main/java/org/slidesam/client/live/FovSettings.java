@@ -3,6 +3,7 @@ package org.slidesam.client.live;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import org.slidesam.client.Resolution;
+import org.slidesam.client.WindowMode;
 
 /**
  * Where SAM looks for a prompt group and at which resolution.
@@ -12,8 +13,13 @@ import org.slidesam.client.Resolution;
  *                 SELECTION_OR_VIEW: the selected annotation's bounds when they hold every prompt, else
  *                 the region visible in the viewer when it does, else the bridge's rule
  * @param resolution FIT lets the server fit the region to the model input
+ * @param windows    how a region larger than one encoder window at that resolution is segmented (AUTO: the
+ *                   server goes coarse to fine over windows for it)
+ * @param alignToGrid let the server move a region that fits one window onto its embedding grid (a
+ *                   precomputed slide then answers the first click without an encode)
  */
-public record FovSettings(Mode mode, double margin, double minSize, Resolution resolution) {
+public record FovSettings(Mode mode, double margin, double minSize, Resolution resolution, WindowMode windows,
+                          boolean alignToGrid) {
 
     public enum Mode { PROMPTS, SELECTION_OR_VIEW }
 
@@ -25,14 +31,23 @@ public record FovSettings(Mode mode, double margin, double minSize, Resolution r
             throw new IllegalArgumentException("margin must be >= 0 and minSize > 0");
         }
         resolution = resolution == null ? Resolution.FIT : resolution;
+        windows = windows == null ? WindowMode.AUTO : windows;
+    }
+
+    public FovSettings(Mode mode, double margin, double minSize, Resolution resolution) {
+        this(mode, margin, minSize, resolution, WindowMode.AUTO, false);
     }
 
     public FovSettings withMode(Mode newMode) {
-        return new FovSettings(newMode, margin, minSize, resolution);
+        return new FovSettings(newMode, margin, minSize, resolution, windows, alignToGrid);
     }
 
     public FovSettings withResolution(Resolution newResolution) {
-        return new FovSettings(mode, margin, minSize, newResolution);
+        return new FovSettings(mode, margin, minSize, newResolution, windows, alignToGrid);
+    }
+
+    public FovSettings withWindows(WindowMode newWindows, boolean align) {
+        return new FovSettings(mode, margin, minSize, resolution, newWindows, align);
     }
 
     /** As the bridge's FovSettings.to_json(), plus the mode when it is not the bridge's. */
@@ -45,6 +60,12 @@ public record FovSettings(Mode mode, double margin, double minSize, Resolution r
             case MAGNIFICATION -> json.put("magnification", resolution.value());
             case DOWNSAMPLE -> json.put("downsample", resolution.value());
             case FIT -> { }
+        }
+        if (windows != WindowMode.AUTO) {  // the bridge leaves both out at their defaults
+            json.put("windows", windows.name().toLowerCase(java.util.Locale.ROOT));
+        }
+        if (alignToGrid) {
+            json.put("align_to_grid", true);
         }
         if (mode != Mode.PROMPTS) {
             json.put("region", "selection or view");

@@ -159,7 +159,8 @@ public final class LiveSegmenter implements AutoCloseable {
         Rect region = Regions.choose(group, view, image.width(), image.height(), settings.fov());
         String slideId = slideMap.slideId(image.localPath(), image.uri());
         if (slideId != null) {
-            return new FieldOfView(ImageRef.slide(slideId), region, settings.fov().resolution());
+            return new FieldOfView(ImageRef.slide(slideId), region, settings.fov().resolution(), settings.fov().windows(),
+                    settings.fov().alignToGrid());
         }
         if (image.pixels() == null) {
             throw new IllegalArgumentException(image.name() + ": no slide map names it on the server, and its pixels cannot be read here");
@@ -170,7 +171,7 @@ public final class LiveSegmenter implements AutoCloseable {
             double actual = region.width() / pixels.getWidth();
             var uploaded = new ImageRef.Uploaded(EncodedImage.png(pixels), region.x(), region.y(), actual, image.mpp(),
                     image.objectivePower());
-            return new FieldOfView(uploaded, region, Resolution.downsample(actual));
+            return new FieldOfView(uploaded, region, Resolution.downsample(actual), settings.fov().windows(), false);
         } catch (IOException error) {
             throw new UncheckedIOException("cannot read the pixels of " + image.name() + ": " + error.getMessage(), error);
         }

@@ -9,6 +9,7 @@ import java.time.ZoneOffset;
 import java.time.format.DateTimeFormatter;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import org.slidesam.client.ModelResolution;
 import org.slidesam.client.Rect;
 import org.slidesam.client.Result;
 
@@ -50,8 +51,20 @@ public record ResultAnnotation(String group, String name, String pathClass, Stri
         fov.put("width", (long) region.width());
         fov.put("height", (long) region.height());
         fov.put("downsample", PyFormat.round(result.downsample(), 6));
+        Rect read = result.region();
+        if (read != null && moved(read, region)) {
+            var readJson = new LinkedHashMap<String, Object>();
+            readJson.put("x", read.x());
+            readJson.put("y", read.y());
+            readJson.put("width", read.width());
+            readJson.put("height", read.height());
+            fov.put("region_read", readJson);
+        }
         record.put("field_of_view", fov);
         record.put("settings", hashed);
+        if (result.resolution() != null) {
+            record.put("resolution", resolutionJson(result.resolution()));
+        }
         record.put("created", created());
         var measurements = new LinkedHashMap<String, Double>();
         measurements.put("SAM score", PyFormat.round(result.score(), 6));
@@ -63,6 +76,31 @@ public record ResultAnnotation(String group, String name, String pathClass, Stri
         }
         return new ResultAnnotation(group.name(), group.resultName(), settings.targetClass(), PyFormat.json(record),
                 measurements, result.toWkt(), result);
+    }
+
+    /** The server read another rectangle than the one asked for (grid alignment, snapping to a coarse level). */
+    private static boolean moved(Rect read, Rect asked) {
+        return Math.abs(read.x() - asked.x()) > 0.5 || Math.abs(read.y() - asked.y()) > 0.5
+                || Math.abs(read.width() - asked.width()) > 0.5 || Math.abs(read.height() - asked.height()) > 0.5;
+    }
+
+    /** As the bridge's ModelResolution.to_json(): 6 significant digits, unknowns as null. */
+    private static Map<String, Object> resolutionJson(ModelResolution resolution) {
+        var json = new LinkedHashMap<String, Object>();
+        json.put("requested_downsample", significant(resolution.requestedDownsample()));
+        json.put("requested_mpp", significant(resolution.requestedMpp()));
+        json.put("encoder_downsample", significant(resolution.encoderDownsample()));
+        json.put("encoder_mpp", significant(resolution.encoderMpp()));
+        json.put("downsampled", resolution.downsampled());
+        json.put("windows", (long) resolution.windows());
+        if (!Double.isNaN(resolution.coarseDownsample())) {
+            json.put("coarse_downsample", significant(resolution.coarseDownsample()));
+        }
+        return json;
+    }
+
+    private static Double significant(double value) {
+        return Double.isNaN(value) ? null : Double.parseDouble(PyFormat.general(value));
     }
 
     /**
