@@ -45,7 +45,7 @@ from server.samples import fetch_cmu_small_region  # noqa: E402
 from server.slides import Rect, Resolution, SlideStore  # noqa: E402
 from server.uploads import UploadStore  # noqa: E402
 
-LARGE_REGION = Rect(700.0, 1100.0, 1600.0, 1600.0)   # holds every demo click; 1600 px at x20
+LARGE_REGION = Rect(600.0, 1100.0, 1600.0, 1600.0)   # holds every demo click; 1600 px at x20
 POLYGONS = PolygonRequest()
 
 

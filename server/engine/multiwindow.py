@@ -8,12 +8,16 @@ One step (a click, a box, an outline) of a multi-window object:
    into the window's 256 x 256 frame as SAM's mask input, the box of the coarse mask and the positive
    clicks inside the window (grown by a quarter window), the user's clicks inside it, and a point deep inside the coarse interior and exterior where
    no click of that sign is.
+   Of SAM's candidates a window keeps the one that honours its points and overlaps the coarse prompt
+   most (the object's own strategy applies to the coarse window); a window without clicks whose answer
+   barely overlaps the coarse prompt answered another object at that scale and is left out.
 3. A window whose prompts did not change since the previous step keeps its logits (a click re-decodes
    only the windows it affects). Where a decoded window disagrees with the coarse mask in its overlap
    with a window not decoded, that neighbour is decoded too, so the boundary is followed window to window.
 4. The logits are stitched at the resolution asked for: fine windows blended with weights that fall
    towards their edges inside the image, the coarse logits with a small weight everywhere (they decide
-   only where no fine window lies), so tile borders leave no seams.
+   only where no fine window lies), so tile borders leave no seams. Fine windows decide within a band
+   around the coarse boundary and around the clicks; farther away the coarse window decides.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from server.engine.frames import LOW_RES, OUTSIDE_LOGIT, LowResFrame, deepest, frame_for, low_res_frame, resample
 from server.engine.prompts import Box, Click, Outline
-from server.engine.strategies import strategy_named
+from server.engine.strategies import choose_consistent, strategy_named
 from server.engine.views import ModelResolution, TiledView
 from server.engine.window_grid import WindowIndex
 from server.errors import ResourceExhausted
@@ -49,6 +54,15 @@ CHANGED_FRACTION = 0.01
 DISAGREEING_LOGITS = 4
 """A neighbour is decoded when a window disagrees with the coarse mask on more logits than this in their overlap."""
 BAND_ROWS = 1024
+MIN_AGREEMENT = 0.5
+"""A fine window without clicks whose mask overlaps its coarse prompt less than this (IoU) answered another
+object (a flip to the background or to a part seen only at that scale) and is left out."""
+TRUST_BAND = 48
+"""Canvas pixels from the coarse boundary within which fine windows decide fully..."""
+TRUST_FADE = 48
+"""...fading to the coarse decision over this many more."""
+CLICK_RADIUS = 96
+"""Canvas pixels around each click where fine windows decide fully (a click may carve detail the coarse window misses)."""
 BOX_GROWTH = 0.25
 
 
@@ -109,9 +123,9 @@ def tiled_step(
     yield_point()
 
     window_timings = type(timings)()
-    fine = _FineWindows(engine, view, coarse_values, coarse_frame, clicks, new_clicks, previous, choose, window_timings)
+    fine = _FineWindows(engine, view, coarse_values, coarse_frame, clicks, new_clicks, previous, window_timings)
     results = fine.run()
-    mask = stitch(view, coarse_values, coarse_frame, list(results.values()), engine.config.window_overlap)
+    mask = stitch(view, coarse_values, coarse_frame, list(results.values()), engine.config.window_overlap, clicks)
     stitched = time.perf_counter()
     geometry = mask_to_geometry(mask, view.transform, polygons)
     for stage in ("read_ms", "encode_ms", "windows_encoded", "windows_from_store"):
@@ -131,8 +145,8 @@ def tiled_step(
 class _FineWindows:
     """Chooses, prompts and decodes the fine windows of one step."""
 
-    def __init__(self, engine, view, coarse_values, coarse_frame, clicks, new_clicks, previous, choose, timings):
-        self.engine, self.view, self.choose, self.timings = engine, view, choose, timings
+    def __init__(self, engine, view, coarse_values, coarse_frame, clicks, new_clicks, previous, timings):
+        self.engine, self.view, self.timings = engine, view, timings
         self.coarse_values, self.coarse_frame = coarse_values, coarse_frame
         self.clicks, self.new_clicks, self.previous = clicks, set(clicks[len(clicks) - new_clicks :]), previous
         self.decoded = 0
@@ -142,9 +156,11 @@ class _FineWindows:
         candidates = {index: self._candidate(index) for index in self.view.grid.overlapping(self.view.region)}
         wanted = [c for c in candidates.values() if c.mixed or c.clicks]
         results: dict[WindowIndex, WindowResult] = {}
+        tried: set[WindowIndex] = set()
         encodes = 0
         while wanted:
             encodes += self._check_encodes(wanted, encodes)
+            tried.update(candidate.index for candidate in wanted)
             fresh = []
             for candidate in wanted:
                 if self._reusable(candidate):
@@ -153,7 +169,7 @@ class _FineWindows:
                     fresh.append((candidate, self._prompted(candidate)))
                     yield_point()
             results.update(self._decoded(fresh))
-            wanted = [candidates[index] for index in self._neighbours_to_add(results, candidates)]
+            wanted = [candidates[index] for index in self._neighbours_to_add(results, candidates) if index not in tried]
         return dict(sorted(results.items()))
 
     def _check_encodes(self, wanted: list[_Candidate], so_far: int) -> int:
@@ -214,8 +230,10 @@ class _FineWindows:
         for (candidate, decode), candidates in zip(work, answers):
             labels = decode.labels if decode.labels is not None else np.zeros(0, np.int64)
             new_here = sum(1 for click in candidate.clicks if click in self.new_clicks)
-            kept = self.choose(candidates, labels, new_here, decode.previous_logits, False)
+            kept = choose_consistent(candidates, labels, new_here, decode.previous_logits, False)
             logits = candidates.logits[kept].float().cpu().numpy()
+            if not candidate.clicks and _agreement(logits > 0, candidate) < MIN_AGREEMENT:
+                continue  # SAM answered another object at this scale: the coarse window decides here
             results[candidate.index] = WindowResult(
                 candidate.region, candidate.frame, logits, candidate.coarse, candidate.clicks, float(candidates.scores[kept])
             )
@@ -250,18 +268,25 @@ class _FineWindows:
 
 
 def stitch(
-    view: TiledView, coarse_values: np.ndarray, coarse_frame: LowResFrame, windows: list[WindowResult], overlap: int
+    view: TiledView, coarse_values: np.ndarray, coarse_frame: LowResFrame, windows: list[WindowResult], overlap: int,
+    clicks: tuple[Click, ...] = (),
 ) -> np.ndarray:
-    """The object's mask (uint8, view.shape) at the resolution asked for: blended window and coarse logits > 0."""
+    """The object's mask (uint8, view.shape) at the resolution asked for: blended window and coarse logits > 0.
+
+    Fine windows decide near the coarse boundary and near the clicks (their trust band); farther away the
+    coarse window, which sees the whole object, decides. So a fine window refines the outline but cannot
+    invent or drop whole regions that only make sense at the coarse scale.
+    """
     canvas = view.transform
     height, width = view.shape
     bounds = view.source.bounds
     mask = np.zeros((height, width), dtype=np.uint8)
     ramp = max(1, overlap)
+    boundary_distance = _distance_to_boundary(coarse_values, coarse_frame)
     for top in range(0, height, BAND_ROWS):
         rows = min(BAND_ROWS, height - top)
-        total = COARSE_WEIGHT * resample(coarse_values, coarse_frame.transform, canvas, (rows, width), (top, 0))
-        weight = np.full((rows, width), COARSE_WEIGHT, dtype=np.float32)
+        trust = _trust(boundary_distance, coarse_frame, canvas, clicks, top, rows, width)
+        total = (COARSE_WEIGHT + 1 - trust) * resample(coarse_values, coarse_frame.transform, canvas, (rows, width), (top, 0))
         for window in windows:
             columns = _pixel_span(window.region.x, window.region.right, canvas.x0, canvas.sx, width)
             band_rows = _pixel_span(window.region.y, window.region.bottom, canvas.y0, canvas.sy, height)
@@ -274,10 +299,38 @@ def stitch(
                 _ramp(np.arange(*columns), canvas.x0, canvas.sx, window.region.x, window.region.right, bounds.x, bounds.right, ramp),
             )
             target = (slice(row0 - top, row1 - top), slice(*columns))
-            total[target] += weights * values
-            weight[target] += weights
+            total[target] += weights * trust[target] * values
         mask[top : top + rows] = total > 0
     return mask
+
+
+def _distance_to_boundary(coarse_values: np.ndarray, frame: LowResFrame) -> np.ndarray:
+    """Distance (in low-res pixels of the coarse frame) from each logit to the coarse mask's boundary."""
+    inside = (coarse_values > 0).astype(np.uint8)
+    if not inside.any():
+        return np.full(inside.shape, np.inf, dtype=np.float32)
+    outside_distance = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)
+    inside_distance = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
+    return np.where(inside > 0, inside_distance, outside_distance).astype(np.float32)
+
+
+def _trust(
+    boundary_distance: np.ndarray, frame: LowResFrame, canvas: RegionTransform, clicks: tuple[Click, ...],
+    top: int, rows: int, width: int,
+) -> np.ndarray:
+    """How much the fine windows decide at each canvas pixel of a band of rows: 1 within TRUST_BAND canvas
+    pixels of the coarse boundary or CLICK_RADIUS of a click, fading to 0 over TRUST_FADE more."""
+    if np.isinf(boundary_distance).all():
+        distance = np.full((rows, width), np.inf, dtype=np.float32)
+    else:
+        distance = resample(boundary_distance, frame.transform, canvas, (rows, width), (top, 0)) * (frame.transform.sx / canvas.sx)
+    if clicks:
+        ys = canvas.y0 + (np.arange(top, top + rows) + 0.5) * canvas.sy
+        xs = canvas.x0 + (np.arange(width) + 0.5) * canvas.sx
+        for click in clicks:
+            from_click = np.hypot(*np.meshgrid((xs - click.x) / canvas.sx, (ys - click.y) / canvas.sy)) - (CLICK_RADIUS - TRUST_BAND)
+            distance = np.minimum(distance, from_click.astype(np.float32))
+    return np.clip(1 - (distance - TRUST_BAND) / TRUST_FADE, 0, 1).astype(np.float32)
 
 
 def _ramp(pixels: np.ndarray, origin: float, step: float, start: float, end: float, low: float, high: float, ramp: int) -> np.ndarray:
@@ -305,6 +358,13 @@ def _inside(frame: LowResFrame, rect: Rect) -> np.ndarray:
     centres = np.arange(LOW_RES) + 0.5
     xs, ys = t.x0 + centres * t.sx, t.y0 + centres * t.sy
     return np.outer((ys >= rect.y) & (ys < rect.bottom), (xs >= rect.x) & (xs < rect.right))
+
+
+def _agreement(fine: np.ndarray, candidate: _Candidate) -> float:
+    """IoU of a fine window's mask with its coarse prompt, on the logits that lie on the field of view."""
+    fine, coarse = fine & candidate.usable, candidate.coarse
+    union = np.count_nonzero(fine | coarse)
+    return np.count_nonzero(fine & coarse) / union if union else 1.0
 
 
 def _intersection(a: Rect, b: Rect) -> Rect | None:
