@@ -8,9 +8,9 @@ One step (a click, a box, an outline) of a multi-window object:
    into the window's 256 x 256 frame as SAM's mask input, the box of the coarse mask and the positive
    clicks inside the window (grown by a quarter window), the user's clicks inside it, and a point deep inside the coarse interior and exterior where
    no click of that sign is.
-   Of SAM's candidates a window keeps the one that honours its points and overlaps the coarse prompt
-   most (the object's own strategy applies to the coarse window); a window without clicks whose answer
-   barely overlaps the coarse prompt answered another object at that scale and is left out.
+   A window keeps the candidate the object's strategy picks (plain: SAM's single-mask answer to these
+   prompts); a window without clicks whose answer barely overlaps the coarse prompt answered another
+   object at that scale (the background, or a part only seen there) and is left out.
 3. A window whose prompts did not change since the previous step keeps its logits (a click re-decodes
    only the windows it affects). Where a decoded window disagrees with the coarse mask in its overlap
    with a window not decoded, that neighbour is decoded too, so the boundary is followed window to window.
@@ -34,7 +34,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from server.engine.frames import LOW_RES, OUTSIDE_LOGIT, LowResFrame, deepest, frame_for, low_res_frame, resample
 from server.engine.prompts import Box, Click, Outline
-from server.engine.strategies import choose_consistent, strategy_named
+from server.engine.strategies import strategy_named
 from server.engine.views import ModelResolution, TiledView
 from server.engine.window_grid import WindowIndex
 from server.errors import ResourceExhausted
@@ -123,7 +123,7 @@ def tiled_step(
     yield_point()
 
     window_timings = type(timings)()
-    fine = _FineWindows(engine, view, coarse_values, coarse_frame, clicks, new_clicks, previous, window_timings)
+    fine = _FineWindows(engine, view, coarse_values, coarse_frame, clicks, new_clicks, previous, choose, window_timings)
     results = fine.run()
     mask = stitch(view, coarse_values, coarse_frame, list(results.values()), engine.config.window_overlap, clicks)
     stitched = time.perf_counter()
@@ -145,8 +145,8 @@ def tiled_step(
 class _FineWindows:
     """Chooses, prompts and decodes the fine windows of one step."""
 
-    def __init__(self, engine, view, coarse_values, coarse_frame, clicks, new_clicks, previous, timings):
-        self.engine, self.view, self.timings = engine, view, timings
+    def __init__(self, engine, view, coarse_values, coarse_frame, clicks, new_clicks, previous, choose, timings):
+        self.engine, self.view, self.choose, self.timings = engine, view, choose, timings
         self.coarse_values, self.coarse_frame = coarse_values, coarse_frame
         self.clicks, self.new_clicks, self.previous = clicks, set(clicks[len(clicks) - new_clicks :]), previous
         self.decoded = 0
@@ -230,7 +230,7 @@ class _FineWindows:
         for (candidate, decode), candidates in zip(work, answers):
             labels = decode.labels if decode.labels is not None else np.zeros(0, np.int64)
             new_here = sum(1 for click in candidate.clicks if click in self.new_clicks)
-            kept = choose_consistent(candidates, labels, new_here, decode.previous_logits, False)
+            kept = self.choose(candidates, labels, new_here, decode.previous_logits, False)
             logits = candidates.logits[kept].float().cpu().numpy()
             if not candidate.clicks and _agreement(logits > 0, candidate) < MIN_AGREEMENT:
                 continue  # SAM answered another object at this scale: the coarse window decides here
@@ -324,12 +324,16 @@ def _trust(
         distance = np.full((rows, width), np.inf, dtype=np.float32)
     else:
         distance = resample(boundary_distance, frame.transform, canvas, (rows, width), (top, 0)) * (frame.transform.sx / canvas.sx)
-    if clicks:
-        ys = canvas.y0 + (np.arange(top, top + rows) + 0.5) * canvas.sy
-        xs = canvas.x0 + (np.arange(width) + 0.5) * canvas.sx
-        for click in clicks:
-            from_click = np.hypot(*np.meshgrid((xs - click.x) / canvas.sx, (ys - click.y) / canvas.sy)) - (CLICK_RADIUS - TRUST_BAND)
-            distance = np.minimum(distance, from_click.astype(np.float32))
+    reach = CLICK_RADIUS + TRUST_FADE
+    for click in clicks:  # only the pixels a click can reach
+        column, row = (click.x - canvas.x0) / canvas.sx - 0.5, (click.y - canvas.y0) / canvas.sy - 0.5 - top
+        columns = slice(max(0, math.floor(column - reach)), min(width, math.ceil(column + reach) + 1))
+        rows_near = slice(max(0, math.floor(row - reach)), min(rows, math.ceil(row + reach) + 1))
+        if columns.start >= columns.stop or rows_near.start >= rows_near.stop:
+            continue
+        dy, dx = np.ogrid[rows_near.start - row : rows_near.stop - row, columns.start - column : columns.stop - column]
+        from_click = np.sqrt(dx * dx + dy * dy).astype(np.float32) - (CLICK_RADIUS - TRUST_BAND)
+        distance[rows_near, columns] = np.minimum(distance[rows_near, columns], from_click)
     return np.clip(1 - (distance - TRUST_BAND) / TRUST_FADE, 0, 1).astype(np.float32)
 
 
