@@ -221,7 +221,8 @@ def test_refine_a_geojson_project(server, served_slide, slide_root, project, out
         assert record["resolution"]["requested_downsample"] == pytest.approx(4.0)
         assert record["resolution"]["encoder_downsample"] == pytest.approx(4.0) and not record["resolution"]["downsampled"]
         assert record["field_of_view"]["downsample"] == pytest.approx(4.0)
-    print("IoU with the known object, crude -> refined:", measured)
+    with capsys.disabled():
+        print("IoU with the known object, crude -> refined:", measured)
     for name, (before, after_) in measured.items():
         assert after_ > before, f"{name}: refine made it worse ({before} -> {after_})"
         assert after_ > 0.9, f"{name}: {before} -> {after_}"
@@ -342,7 +343,8 @@ def test_refine_a_qupath_project(server, served_slide, slide_root, tmp_path, out
         record = json.loads(description)
         assert record["source"] == "refine" and same_outline(shapely.from_wkt(record["original"]), before_geometries[name][1], 0.01)
         measured[name] = (round(iou(crude, truth), 3), round(iou(geometry, truth), 3))
-    print("IoU with the known object (QuPath project), crude -> refined:", measured)
+    with capsys.disabled():
+        print("IoU with the known object (QuPath project), crude -> refined:", measured)
     for name, (before, after_) in measured.items():
         assert after_ > before and after_ > 0.9, f"{name}: {before} -> {after_}"
     for name in ("a point", "a line"):
