@@ -118,6 +118,10 @@ class EmbeddingStore:
                 self._touch(path)
         return embedding
 
+    def has_file(self, key: StoreKey) -> bool:
+        """Whether a file for the key is there, without reading it (a cheap check before planning work)."""
+        return self.path(key).is_file()
+
     def __contains__(self, key: StoreKey) -> bool:
         """Whether a valid file for the key is there (reads and checks it; recency is unchanged)."""
         return self._load(self.path(key), key) is not None

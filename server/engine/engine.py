@@ -206,11 +206,12 @@ class Engine:
         return embedding
 
     def has_embedding(self, view: View) -> bool:
-        """Whether the view's embedding needs no encode: it is cached, or precomputed in the store."""
+        """Whether the view's embedding needs no encode: it is cached, or precomputed in the store (the file is
+        there; it is read and checked only when used)."""
         if view.key in self.cache:
             return True
         key = self._store_key(view)
-        return key is not None and key in self.store
+        return key is not None and self.store.has_file(key)
 
     def _store_key(self, view: View) -> StoreKey | None:
         if self.store is None or view.grid_window is None:

@@ -159,11 +159,12 @@ class _FineWindows:
         tried: set[WindowIndex] = set()
         encodes = 0
         while wanted:
-            encodes += self._check_encodes(wanted, encodes)
+            reusable = {candidate.index for candidate in wanted if self._reusable(candidate)}
+            encodes += self._check_encodes([c for c in wanted if c.index not in reusable], encodes)
             tried.update(candidate.index for candidate in wanted)
             fresh = []
             for candidate in wanted:
-                if self._reusable(candidate):
+                if candidate.index in reusable:
                     results[candidate.index] = self.previous.windows[candidate.index]
                 else:
                     fresh.append((candidate, self._prompted(candidate)))
@@ -172,12 +173,11 @@ class _FineWindows:
             wanted = [candidates[index] for index in self._neighbours_to_add(results, candidates) if index not in tried]
         return dict(sorted(results.items()))
 
-    def _check_encodes(self, wanted: list[_Candidate], so_far: int) -> int:
-        """How many of these windows need an encode; ResourceExhausted when the step would exceed the
-        server's limit (embeddings already made stay cached, so nothing is lost)."""
+    def _check_encodes(self, decoding: list[_Candidate], so_far: int) -> int:
+        """How many of the windows to decode need an encode; ResourceExhausted when the step would exceed
+        the server's limit (embeddings already made stay cached, so nothing is lost)."""
         needed = sum(
-            1 for candidate in wanted
-            if not self._reusable(candidate) and not self.engine.has_embedding(self.engine.window_view(self.view, candidate.index))
+            1 for candidate in decoding if not self.engine.has_embedding(self.engine.window_view(self.view, candidate.index))
         )
         limit = self.engine.config.max_step_encodes
         if so_far + needed > limit:
