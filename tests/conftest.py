@@ -1,4 +1,4 @@
-"""Shared fixtures: the real MobileSAM model (loaded once), a generated slide, one loopback server."""
+"""Shared fixtures: the real MobileSAM model (loaded once), a generated slide, one loopback server, QuPath."""
 
 from __future__ import annotations
 
@@ -74,3 +74,12 @@ def cmu_slide(slide_root) -> Path:
 
     cached = fetch_cmu_small_region(default_model_dir().parent / "samples")
     return Path(shutil.copy(cached, slide_root / cached.name))
+
+
+@pytest.fixture(scope="session")
+def qupath_dir() -> Path:
+    """The QuPath installation paquo and `qupath-groovy` use ($PAQUO_QUPATH_DIR): skips without one, fails under CI.
+    Run Groovy on it with `qupath_support.run_groovy(qupath_dir, script, *args)`."""
+    from qupath_support import require_qupath
+
+    return require_qupath()

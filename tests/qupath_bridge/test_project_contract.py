@@ -23,10 +23,8 @@ PROMPT = Annotation("6f0b9d3e-1c2a-4f5b-9e8d-7a6b5c4d3e22", shapely.MultiPoint([
 
 
 def _paquo_project(folder: Path, slides: list[Path]) -> Path:
-    try:
-        from paquo.projects import QuPathProject
-    except Exception as error:  # noqa: BLE001 - paquo raises ValueError without QuPath
-        pytest.skip(f"paquo backend: no QuPath installation here ({error})")
+    from paquo.projects import QuPathProject
+
     with QuPathProject(folder, mode="x") as qupath:
         for slide in slides:
             qupath.add_image(slide)
@@ -38,6 +36,7 @@ def project_path(request, tmp_path, served_slide, local_slide) -> Path:
     slides = [served_slide.path, local_slide.path]
     if request.param == "geojson":
         return geojson_project(tmp_path / "project", slides)
+    request.getfixturevalue("qupath_dir")
     return _paquo_project(tmp_path / "project", slides)
 
 

@@ -303,11 +303,9 @@ def test_an_empty_answer_leaves_the_outline(server, served_slide, slide_root, pr
 
 
 def _paquo():
-    try:
-        from paquo.classes import QuPathPathClass
-        from paquo.projects import QuPathProject
-    except Exception as error:  # noqa: BLE001 - paquo raises ValueError without QuPath
-        pytest.skip(f"paquo backend: no QuPath installation here ({error})")
+    from paquo.classes import QuPathPathClass
+    from paquo.projects import QuPathProject
+
     return QuPathProject, QuPathPathClass
 
 
@@ -320,7 +318,7 @@ def _qupath_geometries(path: Path) -> dict[str, tuple[str, shapely.Geometry, str
 
 
 @pytest.mark.qupath
-def test_refine_a_qupath_project(server, served_slide, slide_root, tmp_path, outlines, capsys, caplog):
+def test_refine_a_qupath_project(qupath_dir, server, served_slide, slide_root, tmp_path, outlines, capsys, caplog):
     QuPathProject, QuPathPathClass = _paquo()
     truth = served_slide.object_geometry
     path = tmp_path / "qupath"

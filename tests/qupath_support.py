@@ -1,0 +1,49 @@
+"""QuPath for the tests: the installation paquo and `qupath-groovy` use, and running Groovy on it.
+
+The installation is `$PAQUO_QUPATH_DIR` (`.ci/run` sets it from `../shared/qupath/setup`; a user points it
+at their own QuPath). Without one, tests that need QuPath skip with the reason, and fail under CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+QUPATH_ENV = "PAQUO_QUPATH_DIR"
+SETUP_HINT = f"export {QUPATH_ENV}=\"$(../shared/qupath/setup | tail -n 1)\" (or point it at your QuPath 0.6 installation)"
+
+
+def find_qupath() -> tuple[Path | None, str]:
+    """The QuPath installation, or None and why there is none."""
+    configured = os.environ.get(QUPATH_ENV)
+    if not configured:
+        return None, f"no QuPath installation: {QUPATH_ENV} is not set; {SETUP_HINT}"
+    folder = Path(configured)
+    if not (folder / "lib" / "app").is_dir():
+        return None, f"{QUPATH_ENV}={configured} is not a QuPath installation (no lib/app); {SETUP_HINT}"
+    return folder, ""
+
+
+def require_qupath() -> Path:
+    """The QuPath installation; skips the test without one (fails it under CI)."""
+    folder, reason = find_qupath()
+    if folder is None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return folder
+
+
+def run_groovy(qupath_dir: Path, script: Path | str, *args: str | Path, timeout: float = 300, check: bool = True,
+               cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`$PAQUO_QUPATH_DIR/bin/qupath-groovy SCRIPT ARGS...` (Groovy on QuPath's classes); with `check`, a
+    non-zero exit fails the test showing the script's stdout and stderr."""
+    command = [str(qupath_dir / "bin" / "qupath-groovy"), str(script), *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
+    if check and done.returncode != 0:
+        pytest.fail(f"qupath-groovy {Path(script).name} exited with {done.returncode}\n"
+                    f"--- stdout ---\n{done.stdout[-4000:]}\n--- stderr ---\n{done.stderr[-8000:]}", pytrace=False)
+    return done
