@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 QUPATH_ENV = "PAQUO_QUPATH_DIR"
+CLASSPATH_CONFIG = Path(__file__).with_name("groovy_classpath.groovy")
 SETUP_HINT = f"export {QUPATH_ENV}=\"$(../shared/qupath/setup | tail -n 1)\" (or point it at your QuPath 0.6 installation)"
 
 
@@ -38,10 +39,11 @@ def require_qupath() -> Path:
 
 
 def run_groovy(qupath_dir: Path, script: Path | str, *args: str | Path, timeout: float = 300, check: bool = True,
-               cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`$PAQUO_QUPATH_DIR/bin/qupath-groovy SCRIPT ARGS...` (Groovy on QuPath's classes); with `check`, a
-    non-zero exit fails the test showing the script's stdout and stderr."""
-    command = [str(qupath_dir / "bin" / "qupath-groovy"), str(script), *map(str, args)]
+               cwd: Path | None = None, classpath: Path | None = None) -> subprocess.CompletedProcess:
+    """`$PAQUO_QUPATH_DIR/bin/qupath-groovy SCRIPT ARGS...` (Groovy on QuPath's classes, plus `classpath`,
+    e.g. the client jar); with `check`, a non-zero exit fails the test showing the script's stdout and stderr."""
+    extra = [f"-Dslidesam.groovy.classpath={classpath}", "--configscript", str(CLASSPATH_CONFIG)] if classpath else []
+    command = [str(qupath_dir / "bin" / "qupath-groovy"), *extra, str(script), *map(str, args)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
     if check and done.returncode != 0:
         pytest.fail(f"qupath-groovy {Path(script).name} exited with {done.returncode}\n"

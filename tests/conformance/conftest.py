@@ -31,14 +31,21 @@ def require(available: bool, what: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def java_command() -> list[str]:
-    """`java ... ConformanceDriver` over the jar QuPath loads (built by scripts/build_java_client when stale)."""
+def client_jar() -> Path:
+    """The jar QuPath loads, built by scripts/build_java_client when stale (it needs the JDK, Debian's Java
+    packages and a QuPath installation in PAQUO_QUPATH_DIR, whose qupath-core the QuPath part compiles against)."""
     require(shutil.which("javac") is not None and shutil.which("java") is not None, "the JDK (javac, java) is missing")
     build = subprocess.run([str(ROOT / "scripts" / "build_java_client")], capture_output=True, text=True, check=False)
     require(build.returncode != 2, build.stderr.strip())
     assert build.returncode == 0, f"scripts/build_java_client failed:\n{build.stdout}\n{build.stderr}"
+    return next(JAVA_BUILD.glob("slidesam-qupath-client-*.jar"))
+
+
+@pytest.fixture(scope="session")
+def java_command(client_jar) -> list[str]:
+    """`java ... ConformanceDriver` over the jar QuPath loads."""
     require(GSON.is_file(), f"{GSON} (Debian package libgoogle-gson-java) is missing")
-    jar = next(JAVA_BUILD.glob("slidesam-qupath-client-*.jar"))
+    jar = client_jar
     classes = JAVA_BUILD / "test-classes"
     shutil.rmtree(classes, ignore_errors=True)
     sources = [str(p) for p in JAVA_TEST_SOURCES.rglob("*.java")]

@@ -8,6 +8,7 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.atomic.AtomicReference;
@@ -189,6 +190,15 @@ public final class LiveSegmenter implements AutoCloseable {
 
     private void report(String message) {
         problems.add(message);
+    }
+
+    /** Waits until the work submitted so far is done and its results handed to onResult (never call it from onResult). */
+    public void awaitIdle() throws InterruptedException {
+        try {
+            worker.submit(() -> { }).get();
+        } catch (ExecutionException impossible) {
+            throw new IllegalStateException(impossible);
+        }
     }
 
     /** Closes every object's stream once the work in hand is done, and stops the background thread. */
