@@ -17,6 +17,7 @@ from slidesam.v1 import slidesam_pb2 as pb
 
 from server.auth import Authenticator
 from server.config import MiB, ServerConfig
+from server.decode_pool import DecodePool
 from server.devices import DevicePool, DeviceWorker
 from server.engine.cache import EmbeddingCache
 from server.engine.embedding_store import EmbeddingStore
@@ -62,6 +63,7 @@ class RunningServer:
         for task in self._background:
             task.cancel()
         await asyncio.to_thread(self.devices.shutdown)
+        await asyncio.to_thread(self.service.decoding.shutdown)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
@@ -78,7 +80,7 @@ def build_engines(config: ServerConfig, registries: list[ModelRegistry] | None =
                 registry.configure_checkpoint(name, location, sha256)
             registries.append(registry)
     slides = SlideStore(config.slide_root)
-    uploads = UploadStore(max_bytes=int(config.upload_mb * MiB))
+    uploads = UploadStore(max_bytes=int(config.upload_mb * MiB), decode_budget_bytes=int(config.decode_mb * MiB))
     engine_config = EngineConfig(default_max_vertices=config.max_vertices, default_strategy=config.strategy,
                                  cache_dtype=config.cache_dtype, max_object_pixels=int(config.max_object_mpixels * 1e6),
                                  max_step_encodes=config.max_step_encodes)
@@ -133,8 +135,9 @@ async def start_server(config: ServerConfig, engines: list[Engine] | None = None
         limiter=UserLimiter(),
         ownership=ObjectOwnership(config.session_idle_seconds),
         metrics=metrics,
+        decoding=DecodePool(config.decode_workers, config.decodes_per_user),
     )
-    service = SegmentationService(devices, parts)
+    service = SegmentationService(devices, parts, config.max_stream_minutes * 60 or None)
     max_message = int(config.max_message_mb * MiB)
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", max_message),

@@ -39,7 +39,10 @@ class Authenticator:
         self.defaults = default_limits
 
     def identify(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> User:
-        header = next((value for key, value in metadata or () if key == AUTHORIZATION), None)
+        headers = [value for key, value in metadata or () if key == AUTHORIZATION]
+        if len(headers) > 1:
+            raise Unauthenticated(f"the request carries {len(headers)} authorization headers: send exactly one")
+        header = headers[0] if headers else None
         if header is None:
             if self.allow_anonymous:
                 return self._user(ANONYMOUS, UserLimits())
@@ -58,7 +61,7 @@ class Authenticator:
             log.error("cannot check tokens: %s", error)
             raise Unavailable("the server cannot read its token file; ask its admin to check the server log") from error
         if record is None:
-            raise Unauthenticated("unknown or revoked token")
+            raise Unauthenticated("unknown, revoked or expired token")
         return self._user(record.user, record.limits)
 
     def _user(self, name: str, limits: UserLimits) -> User:

@@ -88,11 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="PEM CA certificate: clients must present a certificate it signed (mutual TLS)")
     security.add_argument("--max-streams-per-user", type=int, default=S, help="concurrent interactive streams per user (default 4)")
     security.add_argument("--upload-mb-per-minute", type=float, default=S, help="uploaded MiB per user per minute (default 256)")
+    security.add_argument("--max-stream-minutes", type=float, default=S,
+                          help="end an interactive stream after this long, its client reconnects (default 0: never)")
     capacity = serve.add_argument_group("capacity and memory")
     capacity.add_argument("--cache-mb", type=float, default=S, help="embedding cache budget in MiB (default 1024; one 1024-px region is 4 MiB)")
     capacity.add_argument("--cache-dtype", choices=["float32", "float16"], default=S,
                           help="store cached embeddings as float16 to keep twice as many (default float32)")
-    capacity.add_argument("--upload-mb", type=float, default=S, help="budget for decoded uploaded images in MiB (default 512)")
+    capacity.add_argument("--upload-mb", type=float, default=S,
+                          help="budget for decoded uploaded images in MiB, shared fairly between users (default 512)")
+    capacity.add_argument("--decode-mb", type=float, default=S,
+                          help="MiB the upload decodes running at once may take; an image needing more is refused (default 768)")
+    capacity.add_argument("--decode-workers", type=int, default=S, help="threads that decode uploads, at the lowest CPU priority (default 2)")
+    capacity.add_argument("--decodes-per-user", type=int, default=S, help="uploads one user may have decoding at once (default 1)")
     capacity.add_argument("--embedding-store", type=Path, default=S, metavar="DIR",
                           help="precomputed grid-window embeddings (written by `slidesam-server precompute --store DIR`); "
                                "opens and fine windows on the grid read them instead of encoding")
@@ -209,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 SERVE_FLAGS = {
     "slide_root", "host", "port", "default_model", "device", "threads", "preload", "tokens_file", "allow_anonymous",
     "tls_cert", "tls_key", "tls_client_ca", "max_streams_per_user", "upload_mb_per_minute", "cache_mb", "cache_dtype",
-    "upload_mb", "embedding_store", "store_gb", "max_object_mpixels", "max_step_encodes", "max_message_mb", "session_idle_seconds", "max_pending", "max_pending_per_user", "max_batch",
+    "upload_mb", "decode_mb", "decode_workers", "decodes_per_user", "max_stream_minutes", "embedding_store", "store_gb", "max_object_mpixels", "max_step_encodes", "max_message_mb", "session_idle_seconds", "max_pending", "max_pending_per_user", "max_batch",
     "max_vertices", "strategy", "metrics_port", "metrics_host", "drain_seconds", "grace_seconds", "log_format", "model_dir",
 }
 

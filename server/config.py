@@ -42,7 +42,10 @@ class ServerConfig(BaseModel):
     # Memory
     cache_mb: float = Field(1024, gt=0)                     # image embeddings per device (4 MiB each at float32)
     cache_dtype: Literal["float32", "float16"] = "float32"  # float16 stores twice as many embeddings
-    upload_mb: float = Field(512, gt=0)                     # decoded uploaded images
+    upload_mb: float = Field(512, gt=0)                     # decoded uploaded images, shared fairly between users
+    decode_mb: float = Field(768, gt=0)                     # memory the upload decodes running at once may take
+    decode_workers: int = Field(2, ge=1)                    # threads decoding uploads (lowest CPU priority)
+    decodes_per_user: int = Field(1, ge=1)                  # uploads one user may have decoding at once
     embedding_store: Path | None = None                     # precomputed grid-window embeddings (`precompute --store`)
     store_gb: float = Field(20, gt=0)                       # disk budget of that store
     max_object_mpixels: float = Field(105, gt=0)            # largest multi-window field of view, megapixels at its resolution
@@ -64,6 +67,7 @@ class ServerConfig(BaseModel):
     tls_client_ca: Path | None = None                       # PEM CA: clients must show a certificate it signed
     max_streams_per_user: int = Field(4, ge=1)              # concurrent Interact streams (a token may set its own)
     upload_mb_per_minute: float = Field(256, ge=0)          # uploaded bytes per user per minute (idem)
+    max_stream_minutes: float = Field(0, ge=0)              # an Interact stream ends after this long; 0 = never
     # Operations
     drain_seconds: float = Field(2.0, ge=0)                 # on SIGTERM: NOT_SERVING but still serving, this long
     grace_seconds: float = Field(5.0, ge=0)                 # then in-flight requests get this long

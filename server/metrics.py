@@ -69,6 +69,8 @@ class _DeviceCollector(Collector):
             "bytes": GaugeMetricFamily("slidesam_cache_bytes", "Bytes of embeddings held", labels=["device"]),
             "budget_bytes": GaugeMetricFamily("slidesam_cache_budget_bytes", "The embedding cache's byte budget", labels=["device"]),
             "entries": GaugeMetricFamily("slidesam_cache_entries", "Embeddings held", labels=["device"]),
+            "not_kept": CounterMetricFamily("slidesam_cache_not_kept",
+                                            "Embeddings used once and not kept: no room within their user's fair share", labels=["device"]),
         }
         for worker in self._devices:
             for priority in Priority:
@@ -76,5 +78,12 @@ class _DeviceCollector(Collector):
             stats = worker.engine.cache.stats()
             for field, family in cache.items():
                 family.add_metric([worker.device], getattr(stats, field))
+        uploads = self._devices.uploads
+        decoding = GaugeMetricFamily("slidesam_upload_decode_bytes", "Memory reserved by the upload decodes running now")
+        decoding.add_metric([], uploads.decoding.in_use)
+        stored = GaugeMetricFamily("slidesam_upload_bytes", "Bytes of decoded uploaded images held")
+        stored.add_metric([], uploads.total_bytes)
         yield depth
         yield from cache.values()
+        yield decoding
+        yield stored

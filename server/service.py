@@ -16,14 +16,17 @@ from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 
 from server import errors
 from server.auth import Authenticator, User
+from server.decode_pool import DecodePool
 from server.engine.engine import Engine, Timings
 from server.devices import DevicePool, DeviceWorker
 from server.engine.scheduler import Priority
-from server.engine.session import ObjectSession, Outcome
+from server.engine.prompts import validate_box, validate_click, validate_outline
+from server.engine.session import ObjectSession, Outcome, check_click_count
 from server.limits import UserLimiter
 from server.metrics import ServerMetrics
 from server.models.preemption import yield_point
 from server.ownership import Claim, ObjectOwnership
+from server.slides import Rect
 from server.wire import (
     box_from_pb,
     clicks_from_pb,
@@ -53,6 +56,8 @@ _STATUS_OF = {
 }
 _INTERNAL_MESSAGE = "internal error while serving this request; the server log has the details"
 RETRY_AFTER_METADATA = "retry-after-ms"
+RECHECK_SECONDS = 0.5
+"""How often an open Interact stream checks its token while it waits for or works on a step."""
 
 
 def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
@@ -91,15 +96,18 @@ class ServiceParts:
     limiter: UserLimiter
     ownership: ObjectOwnership
     metrics: ServerMetrics
+    decoding: DecodePool
 
 
 class SegmentationService(pb_grpc.SegmentationServicer):
-    def __init__(self, devices: DevicePool, parts: ServiceParts):
+    def __init__(self, devices: DevicePool, parts: ServiceParts, max_stream_seconds: float | None = None):
         self.devices = devices
+        self.max_stream_seconds = max_stream_seconds
         self.auth = parts.authenticator
         self.limiter = parts.limiter
         self.ownership = parts.ownership
         self.metrics = parts.metrics
+        self.decoding = parts.decoding
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         try:
@@ -115,10 +123,11 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         try:
             user = self._identify(context)
             _decoded(request)
-            present = bool(request.sha256) and request.sha256 in self.devices.uploads
-            if not present:
-                self.limiter.charge_upload(user, len(request.data))
-            image = await asyncio.to_thread(self.devices.uploads.put, request.data, request.sha256 or None)
+            self.limiter.charge_upload(user, len(request.data))  # the bytes received, whatever the hash claims
+            present = bool(request.sha256) and request.sha256.lower() in self.devices.uploads
+            image = await self.decoding.run(
+                user.name, partial(self.devices.uploads.put, request.data, request.sha256 or None, user.name)
+            )
         except Exception as error:  # noqa: BLE001 - every failure becomes a status
             await self._abort(context, "UploadImage", error)
         height, width = image.pixels.shape[:2]
@@ -137,6 +146,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             outline = outline_from_pb(request.outline) if len(request.outline) else None
             if not clicks and box is None and outline is None:
                 raise errors.InvalidArgument("Segment needs at least one click, a box or an outline")
+            check_click_count(len(clicks))
             polygons = polygon_request_from_pb(request.polygon_options)
             strategy = strategy_from_pb(request.strategy)
             worker, _ = await asyncio.to_thread(self.devices.choose, fov, request.model)
@@ -163,9 +173,15 @@ class SegmentationService(pb_grpc.SegmentationServicer):
             await self._abort(context, "Interact", error)
         stream = _Stream(user, _deadline(context))
         self.metrics.active_streams.inc()
+        guard = _StreamGuard(self.auth, context.invocation_metadata(), self.max_stream_seconds)
         try:
-            async for request in request_iterator:
-                yield await self._interact_step(stream, request)
+            requests = aiter(request_iterator)
+            while (request := await guard.watch(anext(requests, None))) is not None:
+                guard.check()
+                yield await guard.watch(self._interact_step(stream, request))
+        except (errors.Unauthenticated, errors.Unavailable) as error:
+            log.info("Interact stream of %s ended: %s", user.name, error)
+            await self._abort(context, "Interact", error)
         finally:
             self.metrics.active_streams.dec()
             self.limiter.close_stream(user)
@@ -220,6 +236,7 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         run = partial(self._runner(stream, stream.worker), light=session.light_steps, batchable=session.light_steps)
         with self.ownership.using(stream.claim):
             if action == "clicks":
+                check_click_count(len(request.clicks.clicks))
                 clicks = clicks_from_pb(request.clicks.clicks)
                 return await run(partial(session.pending_clicks, clicks))
             if action == "box":
@@ -293,6 +310,39 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         await context.abort(code, message)
 
 
+class _StreamGuard:
+    """Keeps an Interact stream within its credentials: the caller's token is checked again before every
+    step and every RECHECK_SECONDS while the stream waits or works, so a revoked or expired token ends the
+    stream (UNAUTHENTICATED) within that time; with a maximum age, the stream ends then (UNAVAILABLE)."""
+
+    def __init__(self, auth: Authenticator, metadata, max_seconds: float | None):
+        self._auth = auth
+        self._metadata = metadata
+        self._ends = time.monotonic() + max_seconds if max_seconds else None
+        self._max_seconds = max_seconds
+
+    def check(self) -> None:
+        """Raises Unauthenticated when the token no longer holds, Unavailable past the stream's maximum age."""
+        self._auth.identify(self._metadata)
+        if self._ends is not None and time.monotonic() >= self._ends:
+            raise errors.Unavailable(
+                f"this stream reached the server's maximum stream age ({self._max_seconds:g} s); open a new stream"
+            )
+
+    async def watch(self, awaitable):
+        """awaitable's result; it is cancelled (and the check's error raised) as soon as a check fails."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=RECHECK_SECONDS)
+                if done:
+                    return task.result()
+                self.check()
+        finally:
+            if not task.done():
+                task.cancel()
+
+
 @dataclass(frozen=True)
 class Undecodable:
     """Request bytes that do not parse as the method's message (answered INVALID_ARGUMENT, not UNKNOWN)."""
@@ -343,7 +393,16 @@ def _segment(engine: Engine, fov, model: str, polygons, strategy: str, clicks, b
     The timings of the answer add up every step (each window is read and encoded at most once).
     """
     started = time.perf_counter()
-    session, outcome = ObjectSession.open(engine, fov, model, polygons, strategy)
+
+    def check_prompts(region: Rect) -> None:
+        for click in clicks:
+            validate_click(click, region)
+        if box is not None:
+            validate_box(box, region)
+        if outline is not None:
+            validate_outline(outline, region)
+
+    session, outcome = ObjectSession.open(engine, fov, model, polygons, strategy, check_prompts=check_prompts)
     steps = [outcome]
     if outline is not None:
         steps.append(session.set_outline(outline))

@@ -447,7 +447,8 @@ class SlideStore:
                 f"no slide {slide_id!r} on this server (slide ids are paths relative to the server's slide root)"
             )
         if not is_file:
-            raise InvalidArgument(f"slide id {slide_id!r} names a directory, not a slide file")
+            kind = "a directory" if path.is_dir() else "a special file (FIFO, socket or device)"
+            raise InvalidArgument(f"slide id {slide_id!r} names {kind}, not a slide file")
         return path
 
     def open(self, slide_id: str) -> OpenSlideSource:

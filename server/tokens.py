@@ -7,7 +7,7 @@ The file (mode 0600, in a 0700 directory when created here):
 
     {"version": 1,
      "tokens": [{"id": "3f9a0c1d", "user": "alice", "sha256": "<64 hex>",
-                 "created": "2025-06-01T10:00:00+00:00", "revoked": null,
+                 "created": "2025-06-01T10:00:00+00:00", "revoked": null, "expires": null,
                  "limits": {"max_streams": 2, "upload_bytes_per_minute": null}, "note": "laptop"}]}
 
 Every change is a read-modify-write under an fcntl lock on `<file>.lock`, written to a temporary
@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,6 +52,7 @@ _TOKEN_ID = re.compile(r"[0-9a-f]{8}")
 _SECRET = re.compile(SECRET_PREFIX + r"([0-9a-f]{8})_[A-Za-z0-9_-]{43}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_NOTE = 200
+MAX_VALID_DAYS = 3650
 
 
 class TokenFileError(SlidesamError):
@@ -80,10 +81,16 @@ class TokenRecord:
     revoked: str | None    # ISO-8601 UTC when revoked
     limits: UserLimits
     note: str = ""
+    expires: str | None = None  # ISO-8601 UTC after which the token is refused; None: never
 
     @property
     def active(self) -> bool:
-        return self.revoked is None
+        """Neither revoked nor expired."""
+        return self.revoked is None and not self.expired
+
+    @property
+    def expired(self) -> bool:
+        return self.expires is not None and datetime.fromisoformat(self.expires) <= datetime.now(timezone.utc)
 
 
 def _check_limit(name: str, value: int | None, minimum: int) -> None:
@@ -134,6 +141,7 @@ def _parse_record(raw: Any) -> tuple[TokenRecord, str]:
     record = TokenRecord(
         token_id=raw["id"], user=raw["user"], created=raw["created"], revoked=raw["revoked"],
         limits=UserLimits(limits["max_streams"], limits["upload_bytes_per_minute"]), note=raw.get("note", ""),
+        expires=raw.get("expires"),
     )
     sha256 = raw["sha256"]
     if not isinstance(record.token_id, str) or not _TOKEN_ID.fullmatch(record.token_id):
@@ -142,8 +150,9 @@ def _parse_record(raw: Any) -> tuple[TokenRecord, str]:
         raise ValueError("sha256 must be 64 lowercase hex digits")
     validate_user(record.user)
     datetime.fromisoformat(record.created)
-    if record.revoked is not None:
-        datetime.fromisoformat(record.revoked)
+    for stamp in (record.revoked, record.expires):
+        if stamp is not None and datetime.fromisoformat(stamp).tzinfo is None:
+            raise ValueError(f"timestamp {stamp!r} has no time zone")
     _validate_note(record.note)
     return record, sha256
 
@@ -151,7 +160,7 @@ def _parse_record(raw: Any) -> tuple[TokenRecord, str]:
 def _to_json(record: TokenRecord, sha256: str) -> dict[str, Any]:
     return {
         "id": record.token_id, "user": record.user, "sha256": sha256, "created": record.created,
-        "revoked": record.revoked, "note": record.note,
+        "revoked": record.revoked, "expires": record.expires, "note": record.note,
         "limits": {"max_streams": record.limits.max_streams,
                    "upload_bytes_per_minute": record.limits.upload_bytes_per_minute},
     }
@@ -167,16 +176,24 @@ class TokenStore:
         self._entries: dict[str, tuple[TokenRecord, str]] = {}
         self._failure: TokenFileError | None = None
 
-    def add(self, user: str, limits: UserLimits = UserLimits(), note: str = "") -> tuple[str, TokenRecord]:
-        """Creates a token; returns the secret (shown once, never stored) and its record."""
+    def add(
+        self, user: str, limits: UserLimits = UserLimits(), note: str = "", valid_days: float | None = None
+    ) -> tuple[str, TokenRecord]:
+        """Creates a token (refused after valid_days, when given); returns the secret (shown once, never
+        stored) and its record."""
         validate_user(user)
         _validate_note(note)
+        if valid_days is not None and not (math.isfinite(valid_days) and 0 < valid_days <= MAX_VALID_DAYS):
+            raise InvalidArgument(f"a token is valid for more than 0 and at most {MAX_VALID_DAYS} days, got {valid_days!r}")
+        expires = None
+        if valid_days is not None:
+            expires = (datetime.now(timezone.utc) + timedelta(days=valid_days)).isoformat(timespec="seconds")
         with self._locked() as entries:
             token_id = secrets.token_hex(4)
             while token_id in entries:
                 token_id = secrets.token_hex(4)
             secret = f"{SECRET_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-            record = TokenRecord(token_id, user, _now(), None, limits, note)
+            record = TokenRecord(token_id, user, _now(), None, limits, note, expires)
             entries[token_id] = (record, _digest(secret))
         log.info("token %s added for user %s", token_id, user)
         return secret, record
@@ -208,10 +225,11 @@ class TokenStore:
         return revoked
 
     def authenticate(self, secret: str) -> TokenRecord | None:
-        """The active record for a presented secret, or None (unknown, malformed or revoked).
+        """The active record for a presented secret, or None (unknown, malformed, revoked or expired).
 
-        Re-reads the file when it changed on disk (inode, size or mtime), so a revoke made by another
-        process applies to the next call. Raises TokenFileError while the file is unusable (fail closed).
+        Re-reads the file when it changed on disk (inode, size, mode, mtime or ctime: an edit that restores
+        the mtime still changes the ctime), so a revoke or chmod made by another process applies to the
+        next call. Raises TokenFileError while the file is unusable (fail closed).
         """
         match = _SECRET.fullmatch(secret) if isinstance(secret, str) else None
         if match is None:
@@ -315,7 +333,7 @@ class TokenStore:
 
 
 def _signature(status: os.stat_result) -> tuple[int, ...]:
-    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+    return status.st_dev, status.st_ino, status.st_size, status.st_mode, status.st_mtime_ns, status.st_ctime_ns
 
 
 def _mib(text: str) -> int:
@@ -349,6 +367,8 @@ def add_token_commands(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--upload-mb-per-minute", type=_mib, metavar="N", dest="upload_bytes_per_minute",
                      help="MiB of images this user may upload per minute, 0 for none (default: the server's)")
     add.add_argument("--note", default="", help="free text shown by `tokens list`, e.g. which machine the token is for")
+    add.add_argument("--valid-days", type=float, metavar="DAYS",
+                     help="refuse the token after this many days, also on streams it opened before (default: no expiry)")
     listing = commands.add_parser("list", help="show every token: id, user, created, status, limits, note",
                                   description="Shows every token, revoked ones included; never secrets or hashes.")
     revoke = commands.add_parser(
@@ -368,7 +388,7 @@ def run_tokens_command(args: argparse.Namespace) -> int:
     try:
         if args.tokens_command == "add":
             limits = UserLimits(args.max_streams, args.upload_bytes_per_minute)
-            secret, record = store.add(args.user, limits, args.note)
+            secret, record = store.add(args.user, limits, args.note, args.valid_days)
             print(secret)
             print(f"token {record.token_id} for {record.user}: hand it to {record.user} over a private channel. "
                   f"It is shown only now and not stored (only its SHA-256 is kept in {store.path}).", file=sys.stderr)
@@ -394,9 +414,17 @@ def _print_table(records: list[TokenRecord], path: Path) -> None:
     for record in records:
         streams, upload = record.limits.max_streams, record.limits.upload_bytes_per_minute
         rows.append((record.token_id, record.user, record.created,
-                     "active" if record.active else f"revoked {record.revoked}",
+                     _status(record),
                      "default" if streams is None else str(streams),
                      "default" if upload is None else f"{upload / MiB:g} MiB", record.note))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _status(record: TokenRecord) -> str:
+    if record.revoked is not None:
+        return f"revoked {record.revoked}"
+    if record.expires is None:
+        return "active"
+    return f"expired {record.expires}" if record.expired else f"active until {record.expires}"

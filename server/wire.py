@@ -9,7 +9,9 @@ import shapely
 from slidesam.v1 import slidesam_pb2 as pb
 
 from server.engine.engine import Timings
-from server.engine.prompts import Box, Click, FieldOfView, Outline, PolygonRequest, SlideRef, UploadRef, require_finite
+from server.engine.prompts import (
+    MAX_OUTLINE_VERTICES, Box, Click, FieldOfView, Outline, PolygonRequest, SlideRef, UploadRef, require_finite,
+)
 from server.engine.session import Outcome
 from server.engine.views import ModelResolution
 from server.errors import InvalidArgument
@@ -17,12 +19,25 @@ from server.models.registry import ModelRegistry
 from server.slides import Rect, Resolution
 from server.uploads import normalise_image_sha256
 
+MAX_SCALE = 1e6
+"""Largest downsample, µm/px or magnification accepted: far beyond any slide, far below float overflow."""
+MAX_COORDINATE = 2.0**31
+"""Largest level-0 coordinate (absolute) accepted: slides are at most a few hundred thousand pixels wide."""
+
+
 def _optional_positive(name: str, value: float) -> float | None:
-    """0 means unknown; anything else must be finite and positive."""
+    """0 means unknown; anything else must be finite, positive and at most MAX_SCALE."""
     require_finite(name, value)
-    if value < 0:
-        raise InvalidArgument(f"{name} must be positive (or 0 for unknown), got {value:g}")
+    if value < 0 or value > MAX_SCALE:
+        raise InvalidArgument(f"{name} must be positive and at most {MAX_SCALE:g} (or 0 for unknown), got {value:g}")
     return value or None
+
+
+def _coordinate(name: str, value: float) -> float:
+    require_finite(name, value)
+    if abs(value) > MAX_COORDINATE:
+        raise InvalidArgument(f"{name} must lie within ±{MAX_COORDINATE:g} level-0 pixels, got {value:g}")
+    return value
 
 
 def image_from_pb(message: pb.ImageSource) -> SlideRef | UploadRef:
@@ -36,8 +51,8 @@ def image_from_pb(message: pb.ImageSource) -> SlideRef | UploadRef:
         downsample = _optional_positive("uploaded.downsample", uploaded.downsample) or 1.0
         return UploadRef(
             sha256=normalise_image_sha256(uploaded.sha256),
-            origin_x=require_finite("uploaded.origin_x", uploaded.origin_x),
-            origin_y=require_finite("uploaded.origin_y", uploaded.origin_y),
+            origin_x=_coordinate("uploaded.origin_x", uploaded.origin_x),
+            origin_y=_coordinate("uploaded.origin_y", uploaded.origin_y),
             downsample=downsample,
             mpp=_optional_positive("uploaded.mpp", uploaded.mpp),
             objective_power=_optional_positive("uploaded.objective_power", uploaded.objective_power),
@@ -50,8 +65,8 @@ def resolution_from_pb(message: pb.Resolution) -> Resolution:
     if kind is None:
         return Resolution("fit")
     value = getattr(message, kind)
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidArgument(f"field_of_view.resolution.{kind} must be a positive finite number, got {value}")
+    if not math.isfinite(value) or value <= 0 or value > MAX_SCALE:
+        raise InvalidArgument(f"field_of_view.resolution.{kind} must be a positive number of at most {MAX_SCALE:g}, got {value}")
     return Resolution(kind, value)
 
 
@@ -62,6 +77,8 @@ def field_of_view_from_pb(message: pb.FieldOfView, present: bool = True) -> Fiel
         raise InvalidArgument("field_of_view.region is required (level-0 x, y, width, height)")
     region = Rect(message.region.x, message.region.y, message.region.width, message.region.height)
     region.validate()
+    for name in ("x", "y", "width", "height"):
+        _coordinate(f"region {name}", getattr(region, name))
     if message.windows not in _WINDOW_MODES:
         raise InvalidArgument(f"unknown window mode {message.windows}; this server knows {sorted(_WINDOW_MODES)}")
     return FieldOfView(
@@ -77,6 +94,9 @@ def outline_from_pb(polygons) -> Outline:
     """Wire polygons -> an outline prompt (validity and placement are checked against the field of view later)."""
     if not len(polygons):
         raise InvalidArgument("an outline needs at least one polygon (level-0 exterior ring with 3 or more points)")
+    vertices = sum(len(ring.xy) // 2 for polygon in polygons for ring in (polygon.exterior, *polygon.holes))
+    if vertices > MAX_OUTLINE_VERTICES:
+        raise InvalidArgument(f"an outline takes at most {MAX_OUTLINE_VERTICES} vertices, got {vertices}")
     parts = []
     for number, polygon in enumerate(polygons):
         rings = [polygon.exterior, *polygon.holes]

@@ -67,6 +67,13 @@ class Prediction:
     resolution: ModelResolution | None = None
     windows: Mapping[WindowIndex, "WindowResult"] = field(default_factory=dict)
 
+    @property
+    def nbytes(self) -> int:
+        """Memory it holds: its logits, its fine windows' arrays and its polygons' coordinates."""
+        logits = 0 if self.logits is None else self.logits.element_size() * self.logits.nelement()
+        windows = sum(window.logits.nbytes + window.coarse.nbytes for window in self.windows.values())
+        return logits + windows + 16 * shapely.get_num_coordinates(self.geometry)
+
 
 EMPTY_PREDICTION = Prediction(shapely.MultiPolygon(), 0.0, None, 0.0, None)
 
@@ -281,7 +288,7 @@ class Engine:
         first_single_click = decode.previous_logits is None and decode.box is None and len(labels) == 1
         started = time.perf_counter()
         index = strategy_named(strategy)(candidates, labels, new_clicks, decode.previous_logits, first_single_click)
-        logits = candidates.logits[index]
+        logits = candidates.logits[index].clone()  # a copy: a view would keep all the candidates' logits alive
         mask = view.model.upscale(decode.embedding, logits)
         upscaled_at = time.perf_counter()
         yield_point()

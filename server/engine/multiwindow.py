@@ -116,7 +116,7 @@ def tiled_step(
     labels = coarse_input.labels if coarse_input.labels is not None else np.zeros(0, np.int64)
     first_single_click = previous.logits is None and box is None and outline is None and len(labels) == 1
     kept = choose(candidates, labels, new_clicks, previous.logits, first_single_click)
-    coarse_logits = candidates.logits[kept]
+    coarse_logits = candidates.logits[kept].clone()  # a copy: a view would keep all the candidates' logits alive
     coarse_frame = low_res_frame(view.coarse.region, coarse_input.embedding)
     coarse_values = coarse_logits.float().cpu().numpy()
     coarse_values[~coarse_frame.valid_mask()] = OUTSIDE_LOGIT
@@ -231,7 +231,7 @@ class _FineWindows:
             labels = decode.labels if decode.labels is not None else np.zeros(0, np.int64)
             new_here = sum(1 for click in candidate.clicks if click in self.new_clicks)
             kept = self.choose(candidates, labels, new_here, decode.previous_logits, False)
-            logits = candidates.logits[kept].float().cpu().numpy()
+            logits = candidates.logits[kept].float().cpu().numpy().copy()  # not a view of every candidate
             if not candidate.clicks and _agreement(logits > 0, candidate) < MIN_AGREEMENT:
                 continue  # SAM answered another object at this scale: the coarse window decides here
             results[candidate.index] = WindowResult(

@@ -18,8 +18,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import partial
 from typing import Any, Callable, TypeVar
 
 import torch
@@ -30,6 +32,23 @@ from server.models.sam import PendingDecode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+SERVER_USER = "server"
+"""The acting user of model work outside any request (precompute, evaluation, tests)."""
+_acting_user: ContextVar[str] = ContextVar("slidesam_acting_user", default=SERVER_USER)
+
+
+def acting_user() -> str:
+    """The user whose job the model thread is running: what it caches is held on their behalf."""
+    return _acting_user.get()
+
+
+def _run_as(user: str, function: Callable[[], T]) -> T:
+    token = _acting_user.set(user)
+    try:
+        return function()
+    finally:
+        _acting_user.reset(token)
 
 
 class Priority(IntEnum):
@@ -229,7 +248,7 @@ class Scheduler:
         try:
             job.check_alive()
             with preemption_hook(lambda: self._pause(job)):
-                result = self._with_memory_retry(job.function)
+                result = self._with_memory_retry(partial(_run_as, job.user, job.function))
         except BaseException as error:  # noqa: BLE001 - every failure goes to the caller
             self._settle(job, error=error)
             return
@@ -267,7 +286,7 @@ class Scheduler:
             job.started = time.perf_counter()
             try:
                 job.check_alive()
-                pending = self._with_memory_retry(job.function)
+                pending = self._with_memory_retry(partial(_run_as, job.user, job.function))
             except BaseException as error:  # noqa: BLE001
                 self._settle(job, error=error)
                 continue

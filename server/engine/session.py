@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from server.engine.engine import EMPTY_PREDICTION, Engine, Prediction, Timings
 from server.engine.multiwindow import tiled_step
@@ -16,10 +17,15 @@ from server.errors import FailedPrecondition, InvalidArgument
 from server.geometry import PolygonOptions
 from server.models.preemption import yield_point
 from server.models.sam import Candidates, PendingDecode
+from server.slides import Rect
 
 log = logging.getLogger(__name__)
 
 MAX_CLICKS_PER_OBJECT = 256
+MAX_HISTORY_STEPS = 100
+"""Undo depth: steps an object keeps besides its current one (older ones are dropped first)."""
+MAX_HISTORY_BYTES = 48 * 2**20
+"""Memory the steps kept for undo and redo may hold per object, beside the current step."""
 
 
 @dataclass(frozen=True)
@@ -68,19 +74,24 @@ class ObjectSession:
         self.object_id = object_id or uuid.uuid4().hex
         self._history: list[Step] = [Step((), None, EMPTY_PREDICTION)]
         self._cursor = 0
+        self._dropped = 0   # oldest steps forgotten (bounded history); step numbers go on counting
+        self._version = 0   # changes with every step, undo and redo
 
     @classmethod
     def open(
-        cls, engine: Engine, fov: FieldOfView, model: str, polygons: PolygonRequest, strategy: str = "", object_id: str = ""
+        cls, engine: Engine, fov: FieldOfView, model: str, polygons: PolygonRequest, strategy: str = "", object_id: str = "",
+        check_prompts: Callable[[Rect], None] = lambda region: None,
     ) -> tuple["ObjectSession", Outcome]:
         """Resolves the field of view and computes (or finds) its embedding, so the first click is fast.
 
         strategy: which candidate mask each step keeps; empty = the server's default.
+        check_prompts: validates prompts to come against the region actually used, before any model work.
         """
         started = time.perf_counter()
         strategy = strategy or engine.config.default_strategy
         strategy_named(strategy)
         view = engine.resolve(fov, model)
+        check_prompts(view.region)
         session = cls(engine, view, engine.polygon_options(view, polygons), strategy, object_id)
         timings = Timings()
         engine.embedding(view.coarse if isinstance(view, TiledView) else view, timings)
@@ -120,9 +131,8 @@ class ObjectSession:
         (a multi-window object runs its whole step: it needs several passes, maybe encodes)."""
         if not clicks:
             raise InvalidArgument("a clicks message needs at least one click")
+        check_click_count(len(self.current.clicks) + len(clicks))
         checked = tuple(validate_click(click, self.view.region) for click in clicks)
-        if len(self.current.clicks) + len(checked) > MAX_CLICKS_PER_OBJECT:
-            raise InvalidArgument(f"an object takes at most {MAX_CLICKS_PER_OBJECT} clicks")
         current = self.current
         return self._pending(current.clicks + checked, current.box, current.outline, new_clicks=len(checked))
 
@@ -144,8 +154,11 @@ class ObjectSession:
     def undo(self) -> Outcome:
         started = time.perf_counter()
         if self._cursor == 0:
+            if self._dropped:
+                raise FailedPrecondition(f"nothing more to undo: an object keeps its last {len(self._history) - 1} steps")
             raise FailedPrecondition("nothing to undo: the object has no earlier step")
         self._cursor -= 1
+        self._version += 1
         return self._outcome(Timings(), started)
 
     def redo(self) -> Outcome:
@@ -153,6 +166,7 @@ class ObjectSession:
         if self._cursor == len(self._history) - 1:
             raise FailedPrecondition("nothing to redo: no step was undone since the last change")
         self._cursor += 1
+        self._version += 1
         return self._outcome(Timings(), started)
 
     def finish(self) -> Outcome:
@@ -173,10 +187,10 @@ class ObjectSession:
             self._push(Step(clicks, box, prediction, outline))
             return self._outcome(timings, started)
         decode = self.engine.decode_input(self.view, clicks, box, previous.logits, timings, outline)
-        position = (len(self._history), self._cursor)
+        version = self._version
 
         def complete(candidates: Candidates, decode_ms: float) -> Outcome:
-            if (len(self._history), self._cursor) != position:
+            if self._version != version:
                 raise FailedPrecondition("the object changed while this step waited for the decoder; send it again")
             timings.decode_ms = decode_ms
             prediction = self.engine.prediction(self.view, decode, candidates, new_clicks, self.strategy, self.polygons, timings)
@@ -186,9 +200,24 @@ class ObjectSession:
         return PendingDecode(self.view.model, decode, complete)
 
     def _push(self, step: Step) -> None:
+        """Makes step current, forgetting the redo steps and the oldest steps beyond the history's bounds."""
         del self._history[self._cursor + 1 :]
         self._history.append(step)
-        self._cursor += 1
+        start, older_bytes = len(self._history) - 1, 0
+        while start > 0 and len(self._history) - start <= MAX_HISTORY_STEPS:
+            older_bytes += self._history[start - 1].prediction.nbytes
+            if older_bytes > MAX_HISTORY_BYTES:
+                break
+            start -= 1
+        del self._history[:start]
+        self._dropped += start
+        self._cursor = len(self._history) - 1
+        self._version += 1
+
+    @property
+    def history_bytes(self) -> int:
+        """Memory held by every step this object keeps (for undo, redo and the current one)."""
+        return sum(step.prediction.nbytes for step in self._history)
 
     def _outcome(self, timings: Timings, started: float) -> Outcome:
         timings = replace(timings, total_ms=(time.perf_counter() - started) * 1e3)
@@ -196,12 +225,18 @@ class ObjectSession:
             self.object_id,
             self.view,
             self.current,
-            self._cursor,
+            self._dropped + self._cursor,
             can_undo=self._cursor > 0,
             can_redo=self._cursor < len(self._history) - 1,
             timings=timings,
             strategy=self.strategy,
         )
+
+
+def check_click_count(count: int) -> None:
+    """InvalidArgument when an object would hold more clicks than it takes."""
+    if count > MAX_CLICKS_PER_OBJECT:
+        raise InvalidArgument(f"an object takes at most {MAX_CLICKS_PER_OBJECT} clicks, got {count}")
 
 
 def _decode_now(pending: PendingDecode[Outcome] | Outcome) -> Outcome:

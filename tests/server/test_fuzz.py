@@ -175,7 +175,7 @@ SERVER_EXCEPTIONS = ServerExceptions()
 def fuzz_server(model_registry, fuzz_root):
     logger = logging.getLogger("server")
     logger.addHandler(SERVER_EXCEPTIONS)
-    running = make_server(model_registry, fuzz_root)
+    running = make_server(model_registry, fuzz_root, max_step_encodes=4)  # multi-window steps stay short (or are refused)
     yield running
     running.stop()
     logger.removeHandler(SERVER_EXCEPTIONS)

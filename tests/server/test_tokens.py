@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -134,6 +136,36 @@ def test_file_writable_by_others_is_refused_and_readable_warns(path, caplog):
     path.chmod(0o664)
     with pytest.raises(TokenFileError, match="writable by group or others"):
         TokenStore(path).authenticate(secret)
+
+
+def test_a_running_store_refuses_a_file_made_writable_after_it_started(path):
+    secret, _ = TokenStore(path).add("judy")
+    running = TokenStore(path)
+    assert running.authenticate(secret) is not None
+    path.chmod(0o666)  # same size and mtime: only the mode (and ctime) change
+    with pytest.raises(TokenFileError, match="writable by group or others"):
+        running.authenticate(secret)
+
+
+def test_a_same_size_edit_with_the_mtime_restored_is_reloaded(path):
+    secret, _ = TokenStore(path).add("kim")
+    running = TokenStore(path)
+    assert running.authenticate(secret) is not None
+    before = path.stat()
+    stored_hash = json.loads(path.read_text())["tokens"][0]["sha256"]
+    path.write_text(path.read_text().replace(stored_hash, "0" * 64))  # same size: the token no longer matches
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    assert running.authenticate(secret) is None
+
+
+def test_a_token_expires(path):
+    secret, record = TokenStore(path).add("lee", valid_days=1 / 86400)
+    assert record.expires and TokenStore(path).authenticate(secret) is not None
+    time.sleep(2.1)
+    assert TokenStore(path).authenticate(secret) is None and TokenStore(path).records()[0].expired
+    with pytest.raises(InvalidArgument, match="days"):
+        TokenStore(path).add("lee", valid_days=0)
 
 
 @pytest.mark.parametrize("user", ["", "a" * 65, "alice smith", "../etc", "al\nice", "älice", "a:b"])

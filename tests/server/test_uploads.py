@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from server.errors import InvalidArgument, NotFound, ResourceExhausted
-from server.uploads import UploadStore
+from server.image_decoding import read_header
+from server.testing.hostile_images import many_scan_jpeg
+from server.uploads import MAX_JPEG_SCANS, UploadStore
 
 
 def _rgb(rows: int = 40, columns: int = 60, seed: int = 0) -> np.ndarray:
@@ -163,3 +165,54 @@ def test_concurrent_puts_of_one_image_store_it_once() -> None:
         images = list(pool.map(lambda _: store.put(data, None), range(8)))
     assert all(image is images[0] for image in images)
     assert len(store) == 1 and store.total_bytes == 200 * 200 * 3
+
+
+def test_the_memory_of_a_decode_is_known_from_the_header_and_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = np.full((512, 512, 4), 40000, np.uint16)  # 16-bit RGBA: the decoder holds 2 MiB twice
+    data = _encode(deep)
+    assert read_header(data).peak_bytes == 2 * 512 * 512 * 8
+    monkeypatch.setattr(cv2, "imdecode", lambda *_: pytest.fail("decoded an image over the budget"))
+    with pytest.raises(ResourceExhausted, match=r"16 bits per pixel\) needs 4.0 MiB, more than this server decodes at once"):
+        UploadStore(decode_budget_bytes=3 * 2**20).put(data, None)
+
+
+def test_a_jpeg_of_many_scans_is_refused_from_its_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = many_scan_jpeg(side=256, extra_scans=100)
+    assert read_header(data).scans > MAX_JPEG_SCANS
+    monkeypatch.setattr(cv2, "imdecode", lambda *_: pytest.fail("decoded a JPEG of too many scans"))
+    with pytest.raises(InvalidArgument, match="progressive scans"):
+        UploadStore().put(data, None)
+
+
+def test_an_ordinary_progressive_jpeg_is_accepted() -> None:
+    pixels = np.full((64, 64, 3), (200, 120, 180), np.uint8)
+    data = _encode(pixels, ".jpg", cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
+    assert 1 < read_header(data).scans <= MAX_JPEG_SCANS
+    assert np.abs(UploadStore().put(data, None).pixels.astype(int) - pixels).max() <= 3
+
+
+def test_decodes_running_at_once_stay_within_the_budget() -> None:
+    store = UploadStore(decode_budget_bytes=10 * 2**20)
+    with store.decoding.reserve(9 * 2**20):
+        with pytest.raises(ResourceExhausted, match="retry in a moment") as refused:
+            store.put(_encode(_rgb(600, 600)), None)  # needs 2 x 1 MiB
+        assert refused.value.retry_after_s
+    assert store.decoding.in_use == 0
+    assert store.put(_encode(_rgb(600, 600)), None).pixels.shape == (600, 600, 3)
+
+
+def test_one_users_uploads_do_not_evict_anothers() -> None:
+    size = 40 * 60 * 3
+    store = UploadStore(max_bytes=4 * size)
+    victim = _encode(_rgb(seed=99))
+    store.put(victim, None, user="bob")
+    for seed in range(8):
+        store.put(_encode(_rgb(seed=seed)), None, user="mallory")
+    assert _sha(victim) in store and store.held_by() == {"bob": size, "mallory": 3 * size}
+
+
+def test_a_header_that_lies_about_the_size_is_refused() -> None:
+    data = bytearray(_encode(_rgb(16, 16)))
+    data[16:24] = (32).to_bytes(4, "big") + (32).to_bytes(4, "big")  # IHDR now claims 32 x 32 (its CRC breaks)
+    with pytest.raises(InvalidArgument):
+        UploadStore().put(bytes(data), None)
