@@ -18,6 +18,7 @@ import org.locationtech.jts.io.WKTWriter
 import org.slidesam.client.ConnectOptions
 import org.slidesam.client.Rect
 import org.slidesam.client.SlidesamClient
+import org.slidesam.client.live.FovSettings
 import org.slidesam.client.live.LiveSettings
 import org.slidesam.client.live.SlideMap
 import org.slidesam.qupath.LiveHierarchy
@@ -78,10 +79,10 @@ def delete = { PathObject... selected -> hierarchy.removeObjects(selected as Lis
 // ---- The session --------------------------------------------------------------------------------------------
 def wkt = new WKTWriter()
 def steps = []
-def record = { String name ->
-    live.awaitIdle()
+def record = { String name, LiveHierarchy session = live, PathObjectHierarchy objects = hierarchy ->
+    session.awaitIdle()
     onFx {
-        def annotations = hierarchy.getAnnotationObjects()
+        def annotations = objects.getAnnotationObjects()
         def isResult = { PathObject p -> p.getPathClass()?.toString() == "Tumor" }
         steps << [
             step: name,
@@ -120,6 +121,23 @@ onFx { hierarchy.getAnnotationObjects().find { it.getPathClass()?.toString() == 
 onFx { click(positive, x, y) }
 record("locked result")
 
+// The GUI's default field of view (FOV_MODE SELECTION_OR_VIEW): the selected area annotation holding the points.
+PathObjectHierarchy viewed = new ImageData<>(server).getHierarchy()
+def viewLive = new LiveHierarchy(viewed, plane, client, ServerImages.of(server),
+        LiveSettings.BRIDGE.withFov(FovSettings.BRIDGE.withMode(FovSettings.Mode.SELECTION_OR_VIEW)), SlideMap.parse([rule]),
+        fx, { new Rect(0, 0, server.getWidth(), server.getHeight()) }, { String message -> problems << message })
+onFx { viewLive.start() }
+def around = PathObjects.createAnnotationObject(ROIs.createRectangleROI(Math.round(x) - 400, Math.round(y) - 300, 800, 600, plane))
+onFx {
+    viewed.addObject(around)
+    viewed.getSelectionModel().setSelectedObject(around)
+    PathObject inside = PathObjects.createAnnotationObject(ROIs.createPointsROI(x, y, plane), positive)
+    viewed.addObject(inside)
+    viewed.updateObject(inside, false)
+}
+record("in the selection", viewLive, viewed)
+
+viewLive.close()
 live.close()
 client.close()
 fx.shutdown()

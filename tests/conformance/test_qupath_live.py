@@ -5,12 +5,14 @@
 - Its headless part, org.slidesam.qupath.LiveHierarchy in the jar, runs in `qupath-groovy` on a real
   PathObjectHierarchy with real hierarchy events and the real server (live_hierarchy_session.groovy): adding,
   dragging, removing and deleting points makes the one result annotation appear, update in place and undo,
-  and every result equals what `slidesam sync` writes for the same points.
+  and every result equals what `slidesam sync` writes for the same points; with the GUI's default field of view,
+  SAM sees the selected area annotation.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -79,8 +81,9 @@ def test_points_make_the_result_appear_update_and_undo(session):
     assert (first["name"], first["class"], first["roi"]) == ("SAM", "Tumor", "Polygon") and not first["locked"]
     assert len(clicks(first)) == 1 and first["measurements"]["SAM clicks"] == 1
     # One result, updated in place (same object) at every step.
-    assert {r["id"] for s in session.values() for r in s["results"]} == {first["id"]}
-    assert all(len(s["results"]) == 1 for s in session.values())
+    steps = [s for name, s in session.items() if name != "in the selection"]
+    assert {r["id"] for s in steps for r in s["results"]} == {first["id"]}
+    assert all(len(s["results"]) == 1 for s in steps)
     assert len(clicks(session["second point"]["results"][0])) == 2
     # While a point is dragged nothing is sent; on release the moved click replaces it.
     assert session["dragging"]["results"] == session["second point"]["results"]
@@ -98,7 +101,17 @@ def test_points_make_the_result_appear_update_and_undo(session):
     locked = session["locked result"]
     assert locked["results"][0]["locked"] and {**locked["results"][0], "locked": False} == session["undo key"]["results"][0]
     assert locked["problems"] == ["SAM is locked: left as it is"]
-    assert all(s["problems"] == [] for name, s in session.items() if name != "locked result")
+    assert all(s["problems"] == [] for s in steps if s["step"] != "locked result")
+
+
+def test_the_selected_area_annotation_is_the_field_of_view(session):
+    """The GUI's default FOV_MODE: SAM sees the selected area annotation that holds the points (here 800 x 600
+    around the click), not the region the bridge would plan (the whole of this small slide)."""
+    (result,) = session["in the selection"]["results"]
+    x, y = (math.floor(c + 0.5) for c in clicks(result)[0][:2])  # as Java's Math.round in the session
+    view = json.loads(result["description"])["field_of_view"]
+    assert [view[k] for k in ("x", "y", "width", "height")] == [x - 400, y - 300, 800, 600]
+    assert json.loads(result["description"])["settings"]["fov"]["region"] == "selection or view"
 
 
 @pytest.mark.parametrize("step", ["click", "second point", "dragged", "negative", "undo key"])
