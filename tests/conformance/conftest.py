@@ -42,6 +42,14 @@ def client_jar() -> Path:
 
 
 @pytest.fixture(scope="session")
+def qupath_typecheck(qupath_dir) -> Path:
+    """`qupath-typecheck`: type-checks a script against QuPath 0.6.0's GUI API (the headless QuPath of ../shared/qupath)."""
+    command = qupath_dir / "bin" / "qupath-typecheck"
+    require(command.is_file(), f"{command} is missing (the headless QuPath of ../shared/qupath has it)")
+    return command
+
+
+@pytest.fixture(scope="session")
 def java_command(client_jar) -> list[str]:
     """`java ... ConformanceDriver` over the jar QuPath loads."""
     require(GSON.is_file(), f"{GSON} (Debian package libgoogle-gson-java) is missing")

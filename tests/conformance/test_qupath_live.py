@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import shapely
-from conftest import require
 from qupath_bridge.geojson import feature_to_annotation
 from qupath_support import run_groovy
 
@@ -30,19 +29,17 @@ SESSION = Path(__file__).with_name("live_hierarchy_session.groovy")
 EPOCH = "1790000000"
 
 
-def typecheck(qupath_dir: Path, jar: Path, script: Path, *options: str) -> subprocess.CompletedProcess:
-    command = qupath_dir / "bin" / "qupath-typecheck"
-    require(command.is_file(), f"{command} is missing (the headless QuPath of ../shared/qupath has it)")
+def typecheck(command: Path, jar: Path, script: Path, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(command), *options, "--cp", str(jar), str(script)], capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_live_script_type_checks_against_qupaths_gui_api(qupath_dir, client_jar, tmp_path):
-    checked = typecheck(qupath_dir, client_jar, LIVE_SCRIPT, "--strict")
+def test_live_script_type_checks_against_qupaths_gui_api(qupath_typecheck, client_jar, tmp_path):
+    checked = typecheck(qupath_typecheck, client_jar, LIVE_SCRIPT, "--strict")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     # The check is real: the name the script once used for PathObject.getID() fails it.
     broken = tmp_path / "broken.groovy"
     broken.write_text(LIVE_SCRIPT.read_text().replace("live.undoLast()", "imageData.getHierarchy().getSelectionModel().getSelectedObject().getId()"))
-    refused = typecheck(qupath_dir, client_jar, broken)
+    refused = typecheck(qupath_typecheck, client_jar, broken)
     assert refused.returncode == 1 and "getId()" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
 
 
