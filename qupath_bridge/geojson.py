@@ -12,9 +12,12 @@ Followed: qupath-core `qupath/lib/io/PathObjectTypeAdapters.java` (QuPath's own 
 - `properties.isLocked`, written only when true;
 - `properties.measurements`: an object name -> number (QuPath before v0.4 wrote a list of
   {"name", "value"}; both are read);
-- `properties.metadata`: a string -> string map.
-QuPath's GeoJSON has no field for an annotation's description: slidesam keeps it in
-`properties.metadata["description"]`, which QuPath versions with object metadata import and export.
+- `properties.metadata`: a string -> string map. An annotation's description is its metadata entry
+  `ANNOTATION_DESCRIPTION` (`PathAnnotationObject.setDescription`, QuPath >= 0.4), so it crosses GeoJSON there;
+  files slidesam wrote before used `description`, still read as the description.
+A classification always carries a colour: QuPath's reader rejects one without (`PathClassTypeAdapter`); a
+class without a known colour gets the one QuPath would give it. Geometry and measurements are written as
+QuPath keeps them (`qupath_values`: 0.01-px grid, float32), so QuPath reads back exactly what slidesam wrote.
 Points annotations are `MultiPoint` (or `Point`); rectangles are `Polygon`s; holes are interior rings.
 Coordinates are level-0 pixels, origin top-left.
 """
@@ -29,10 +32,12 @@ from typing import Any, Iterable, Mapping
 import shapely
 import shapely.geometry
 
+from qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement
 from qupath_bridge.project import Annotation
 from qupath_bridge.safety import atomic_write
 
-DEFAULT_CLASS_COLOURS = {"Tumor": (200, 0, 0), "Stroma": (150, 200, 150), "Other": (255, 200, 0)}
+DESCRIPTION_KEY = "ANNOTATION_DESCRIPTION"
+_LEGACY_DESCRIPTION_KEY = "description"
 ANNOTATION_TYPES = {"annotation", "PathAnnotationObject", "unknown"}
 _LEGACY_TYPE_IDS = {"PathTileObject", "PathCellObject", "TMACoreObject", "PathDetectionObject", "PathRootObject", "PathAnnotationObject"}
 _ID_NAMESPACE = uuid.UUID("5b0c9a52-3c1e-4c55-8f0e-7f1f5c3f2a10")
@@ -64,29 +69,31 @@ def annotation_feature(
 
 
 def annotation_to_feature(annotation: Annotation, *, color: tuple[int, int, int] | None = None, base: Mapping | None = None) -> dict:
-    """The annotation as QuPath writes it. `color` is its class colour (default: the annotation's own
-    `class_color`, else a fixed colour per class); `base`, the feature it was read from, keeps the
-    properties slidesam does not model."""
+    """The annotation as QuPath writes it (geometry and measurements as QuPath keeps them). `color` is its class
+    colour (default: the annotation's own `class_color`, else QuPath's colour for the class); `base`, the feature
+    it was read from, keeps the properties slidesam does not model."""
     properties: dict[str, Any] = dict(base.get("properties") or {}) if base else {}
     for legacy in ("object_type", "type"):
         properties.pop(legacy, None)
     properties["objectType"] = "annotation"
     _set_or_drop(properties, "name", annotation.name or None)
     if annotation.path_class:
-        rgb = color or annotation.class_color or DEFAULT_CLASS_COLOURS.get(annotation.path_class, (255, 0, 0))
+        rgb = color or annotation.class_color or qupath_class_colour(annotation.path_class)
         properties["classification"] = {"name": annotation.path_class, "color": [int(c) for c in rgb]}
     else:
         properties.pop("classification", None)
     _set_or_drop(properties, "isLocked", True if annotation.locked else None)
-    _set_or_drop(properties, "measurements", {k: float(v) for k, v in annotation.measurements.items()} or None)
-    metadata = {k: v for k, v in (properties.get("metadata") or {}).items() if k != "description"}
+    _set_or_drop(properties, "measurements", {k: qupath_measurement(v) for k, v in annotation.measurements.items()} or None)
+    metadata = {k: v for k, v in (properties.get("metadata") or {}).items() if k != DESCRIPTION_KEY}
+    if DESCRIPTION_KEY not in (properties.get("metadata") or {}):
+        metadata.pop(_LEGACY_DESCRIPTION_KEY, None)  # it was read as the description
     if annotation.description:
-        metadata["description"] = annotation.description
+        metadata[DESCRIPTION_KEY] = annotation.description
     _set_or_drop(properties, "metadata", metadata or None)
     return {
         "type": "Feature",
         "id": annotation.id,
-        "geometry": shapely.geometry.mapping(_single_if_possible(annotation.geometry)),
+        "geometry": shapely.geometry.mapping(_single_if_possible(qupath_geometry(annotation.geometry))),
         "properties": properties,
     }
 
@@ -175,7 +182,7 @@ def feature_to_annotation(feature: Mapping, where: str) -> Annotation:
     except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as error:
         raise GeoJSONError(f"{where}: missing or malformed geometry ({error})") from None
     metadata = properties.get("metadata") if isinstance(properties.get("metadata"), dict) else {}
-    description = metadata.get("description")
+    description = metadata.get(DESCRIPTION_KEY, metadata.get(_LEGACY_DESCRIPTION_KEY))
     name = properties.get("name")
     return Annotation(
         id=_feature_id(feature, where),

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Sequence
 
+from qupath_bridge.qupath_values import qupath_class_colour
 from qupath_bridge.geojson import (
-    DEFAULT_CLASS_COLOURS,
     annotation_to_feature,
     dumps,
     feature_collection,
@@ -128,6 +128,7 @@ class GeoJSONProject:
         file = self._file(image)
         if annotation.id in file.ids:
             raise ProjectError(f"{image} has an annotation with id {annotation.id} already")
+        self._ensure_class_of(annotation)
         file.features.append(annotation_to_feature(annotation, color=self._color(annotation.path_class)))
         file.ids.append(annotation.id)
         file.dirty = True
@@ -136,6 +137,8 @@ class GeoJSONProject:
         file = self._file(image)
         index = self._index(file, image, annotation.id)
         base = file.features[index]
+        if annotation.path_class != feature_to_annotation(base, image).path_class:
+            self._ensure_class_of(annotation)
         file.features[index] = annotation_to_feature(annotation, color=self._color(annotation.path_class), base=base)
         file.ids[index] = annotation.id
         file.dirty = True
@@ -150,7 +153,7 @@ class GeoJSONProject:
     def ensure_path_class(self, path_class: PathClass) -> None:
         if any(c.name == path_class.name for c in self._manifest.classes):
             return
-        color = path_class.color or DEFAULT_CLASS_COLOURS.get(path_class.name, (255, 0, 0))
+        color = path_class.color or qupath_class_colour(path_class.name)
         self._manifest.classes.append(PathClass(path_class.name, color))
         self._manifest.dirty = True
 
@@ -217,6 +220,10 @@ class GeoJSONProject:
             return file.ids.index(annotation_id)
         except ValueError:
             raise ProjectError(f"{image} has no annotation with id {annotation_id}") from None
+
+    def _ensure_class_of(self, annotation: Annotation) -> None:
+        if annotation.path_class:
+            self.ensure_path_class(PathClass(annotation.path_class, annotation.class_color))
 
     def _color(self, class_name: str | None) -> tuple[int, int, int] | None:
         """The class colour from the project's class list, when it lists the class."""

@@ -18,7 +18,11 @@ paquo calls used, each checked against paquo 0.9.0's source:
   (QuPath's Gson adapters: the object's UUID `id` is kept, QuPath >= 0.4), `.update_roi(geometry)`,
   `.name`, `.description`, `.locked` (setters), `.update_path_class(cls)`, `.measurements` (a mutable
   mapping name -> float).
-- `paquo.classes.QuPathPathClass(name, color=None, parent=None)`, `.name`, `.color.to_rgb()`.
+- `paquo.classes.QuPathPathClass(name, color=None, parent=None)`, `.id` (QuPath's "A: B" string), `.color`
+  (getter `.to_rgb()`, setter).
+- `paquo.settings.java_opts` (dynaconf; read when paquo starts its JVM), see `configure_paquo`.
+- On the Java object: `PathObject.getROI().getAllPoints()` (qupath-core `ROI`), the points in their order;
+  `PathAnnotationObject.setDescription(null)` (removes the description; paquo's setter takes strings only).
 
 Is the project open in QuPath? QuPath writes no lock file (qupath-core `DefaultProject`:
 `writeProject` renames project.qpproj to project.qpproj.backup and writes a new one;
@@ -33,18 +37,40 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shlex
 from pathlib import Path, PurePath
+
+import shapely
 
 from qupath_bridge.geojson import annotation_to_feature, feature_to_annotation
 from qupath_bridge.project import Annotation, ImageEntry, PathClass, ProjectChanged, ProjectError
+from qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement
 from qupath_bridge.safety import Backups, FileStamp
 
 log = logging.getLogger(__name__)
 
 
+JVM_OPTIONS = ("-Djna.nosys=false",)
+"""Added to paquo's `java_opts` before its JVM starts. QuPath's OpenSlide server reaches libopenslide through
+JNA; a QuPath whose JNA jar carries no native dispatch library (a JNA packaged by a Linux distribution, as in
+the headless QuPath the tests use) finds it beside its jars only when JNA may load it from the library path.
+QuPath's own JNA finds none there and unpacks the one it carries, as without the option."""
+
+
+def configure_paquo() -> None:
+    """Adds `JVM_OPTIONS` to paquo's `java_opts` (in effect when paquo starts its JVM, at the first import of
+    `paquo.java`); whoever imports paquo's QuPath modules itself calls this first."""
+    import paquo
+
+    configured = paquo.settings.java_opts
+    options = shlex.split(configured) if isinstance(configured, str) else list(configured)
+    paquo.settings.set("java_opts", [*options, *(o for o in JVM_OPTIONS if o not in options)])
+
+
 def _import_paquo():
     """paquo's modules; ProjectError when paquo finds no QuPath."""
     try:
+        configure_paquo()
         from paquo.classes import QuPathPathClass
         from paquo.images import ImageProvider
         from paquo.pathobjects import QuPathPathAnnotationObject
@@ -88,11 +114,17 @@ class PaquoProject:
         result = []
         for annotation_id, obj in self._read(image).items():
             annotation = feature_to_annotation(obj.to_geojson(), f"{image}, annotation {annotation_id}")
-            result.append(dataclasses.replace(annotation, id=annotation_id, description=obj.description))
+            if isinstance(annotation.geometry, shapely.MultiPoint):
+                # QuPath's GeoJSON sorts the points (normalized geometry); its PointsROI keeps the click order
+                points = obj.java_object.getROI().getAllPoints()
+                in_order = shapely.MultiPoint([(float(q.getX()), float(q.getY())) for q in points])
+                annotation = dataclasses.replace(annotation, geometry=qupath_geometry(in_order))  # float32 to 2 decimals
+            listed = self._class_color(annotation.path_class)
+            result.append(dataclasses.replace(annotation, id=annotation_id, class_color=listed or annotation.class_color))
         return result
 
     def path_classes(self) -> list[PathClass]:
-        return [PathClass(pc.name, pc.color.to_rgb() if pc.color else None) for pc in self._project.path_classes]
+        return [PathClass(pc.id, pc.color.to_rgb() if pc.color else None) for pc in self._project.path_classes]
 
     def watched_files(self) -> list[Path]:
         return [self._file, *(Path(entry.entry_path) / "data.qpdata" for entry in self._entries.values())]
@@ -103,21 +135,22 @@ class PaquoProject:
         objects = self._read(image)
         if annotation.id in objects:
             raise ProjectError(f"{image} has an annotation with id {annotation.id} already")
+        self._ensure_class_of(annotation)
         obj = self._Annotation.from_geojson(annotation_to_feature(annotation, color=self._class_color(annotation.path_class)))
-        if annotation.description:
-            obj.description = annotation.description
         self._entries[image].hierarchy.annotations.add(obj)
         objects[annotation.id] = obj
         self._dirty.add(image)
 
     def update_annotation(self, image: str, annotation: Annotation) -> None:
         obj = self._object(image, annotation.id)
-        obj.update_roi(annotation.geometry)
+        if annotation.path_class != (obj.path_class.id if obj.path_class else None):
+            self._ensure_class_of(annotation)
+        obj.update_roi(qupath_geometry(annotation.geometry))
         obj.name = annotation.name
         obj.update_path_class(self._path_class(annotation.path_class) if annotation.path_class else None)
         obj.measurements.clear()
-        obj.measurements.update({k: float(v) for k, v in annotation.measurements.items()})
-        obj.description = annotation.description or ""
+        obj.measurements.update({k: qupath_measurement(v) for k, v in annotation.measurements.items()})
+        obj.java_object.setDescription(annotation.description or None)  # paquo's setter takes no None; "" would be kept
         obj.locked = annotation.locked
         self._dirty.add(image)
 
@@ -128,12 +161,16 @@ class PaquoProject:
         self._dirty.add(image)
 
     def ensure_path_class(self, path_class: PathClass) -> None:
+        """Adds the class with its colour, or QuPath's colour for it (`PathClass` is a singleton per JVM that keeps
+        the colour it was first made with: set it, as QuPath's `DefaultProject.loadPathClasses` does)."""
         existing = list(self._project.path_classes)
-        if any(pc.name == path_class.name for pc in existing):
+        if any(pc.id == path_class.name for pc in existing):
             return
         classes_json = self.root / "classifiers" / "classes.json"
         self._backups.save(classes_json)
-        self._project.path_classes = [*existing, self._PathClass(path_class.name, color=path_class.color)]
+        added = self._path_class(path_class.name)
+        added.color = path_class.color or qupath_class_colour(path_class.name)
+        self._project.path_classes = [*existing, added]
 
     def save(self) -> list[Path]:
         if not self._dirty:
@@ -194,6 +231,10 @@ class PaquoProject:
         for part in name.split(": "):
             path_class = self._PathClass(part, parent=path_class)
         return path_class
+
+    def _ensure_class_of(self, annotation: Annotation) -> None:
+        if annotation.path_class:
+            self.ensure_path_class(PathClass(annotation.path_class, annotation.class_color))
 
     def _class_color(self, name: str | None) -> tuple[int, int, int] | None:
         return next((c.color for c in self.path_classes() if c.name == name and c.color), None)

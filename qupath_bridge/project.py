@@ -33,7 +33,13 @@ class PathClass:
 
 @dataclass(frozen=True)
 class Annotation:
-    """One QuPath annotation, backend-neutral. Coordinates are level-0 pixels, origin top-left."""
+    """One QuPath annotation, backend-neutral. Coordinates are level-0 pixels, origin top-left.
+
+    Read back from either backend, an annotation is what QuPath keeps of the one written (`qupath_values`):
+    geometry on QuPath's 0.01-px grid with float32 coordinates (polygons normalized, points in their order),
+    float32 measurements, and `class_color` the colour of its class in the project's class list, where
+    writing it put the class (with the annotation's `class_color`, or the colour QuPath gives that class).
+    """
 
     id: str
     """QuPath's object UUID (string)."""
@@ -77,10 +83,12 @@ class Project(Protocol):
         """The image's annotations in file / hierarchy order (detections and other objects are left out)."""
         ...
 
-    def add_annotation(self, image: str, annotation: Annotation) -> None: ...
+    def add_annotation(self, image: str, annotation: Annotation) -> None:
+        """Adds the annotation, and its class to the class list (`ensure_path_class`, with its `class_color`)."""
+        ...
 
     def update_annotation(self, image: str, annotation: Annotation) -> None:
-        """Replaces the annotation with the same id, keeping its place."""
+        """Replaces the annotation with the same id, keeping its place; a class it changes to joins the class list."""
         ...
 
     def remove_annotation(self, image: str, annotation_id: str) -> None: ...

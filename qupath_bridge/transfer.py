@@ -10,13 +10,17 @@ are removed. Either way a second run changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path, PurePath
 from typing import Sequence
 
+import shapely
+
 from qupath_bridge.geojson import GeoJSONError, annotation_to_feature, feature_to_annotation, is_annotation, read_features
 from qupath_bridge.geojson_project import MANIFEST, GeoJSONProject
-from qupath_bridge.project import Annotation, PathClass, Project, ProjectError
+from qupath_bridge.project import Annotation, Project, ProjectError
+from qupath_bridge.qupath_values import qupath_geometry, same_geometry
 from qupath_bridge.sync import ImageReport, progress_bar
 
 
@@ -25,12 +29,10 @@ def mirror(project: Project, image: str, annotations: Sequence[Annotation], repl
     existing = {a.id: a for a in project.annotations(image)}
     added = updated = removed = 0
     for annotation in annotations:
-        if annotation.path_class:
-            project.ensure_path_class(PathClass(annotation.path_class, annotation.class_color))
         if annotation.id not in existing:
             project.add_annotation(image, annotation)
             added += 1
-        elif annotation_to_feature(existing[annotation.id]) != annotation_to_feature(annotation):
+        elif _differs(existing[annotation.id], annotation):
             project.update_annotation(image, annotation)
             updated += 1
     if replace:
@@ -38,6 +40,13 @@ def mirror(project: Project, image: str, annotations: Sequence[Annotation], repl
             project.remove_annotation(image, annotation_id)
             removed += 1
     return added, updated, removed
+
+
+def _differs(kept: Annotation, new: Annotation) -> bool:
+    """Whether writing `new` over `kept` changes what QuPath keeps (geometry compared as QuPath sees it)."""
+    without_geometry = [dataclasses.replace(a, geometry=shapely.Point()) for a in (kept, new)]
+    return (annotation_to_feature(without_geometry[0]) != annotation_to_feature(without_geometry[1])
+            or not same_geometry(qupath_geometry(kept.geometry), qupath_geometry(new.geometry)))
 
 
 def export_geojson(source: Project, folder: Path, progress: bool | None = None) -> list[ImageReport]:

@@ -80,6 +80,9 @@ def cmu_slide(slide_root) -> Path:
 def qupath_dir() -> Path:
     """The QuPath installation paquo and `qupath-groovy` use ($PAQUO_QUPATH_DIR): skips without one, fails under CI.
     Run Groovy on it with `qupath_support.run_groovy(qupath_dir, script, *args)`."""
+    from qupath_bridge.paquo_project import configure_paquo
     from qupath_support import require_qupath
 
-    return require_qupath()
+    folder = require_qupath()
+    configure_paquo()  # the JVM options the bridge gives paquo, also for tests that use paquo themselves
+    return folder

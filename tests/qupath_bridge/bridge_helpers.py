@@ -63,7 +63,7 @@ def results(path: Path) -> list[dict]:
 
 
 def provenance(feature: dict) -> dict:
-    return json.loads(feature["properties"]["metadata"]["description"])
+    return json.loads(feature["properties"]["metadata"]["ANNOTATION_DESCRIPTION"])
 
 
 def tree(folder: Path) -> dict[str, bytes]:

@@ -48,7 +48,7 @@ QUPATH_FEATURES = [
             "objectType": "annotation",
             "color": [10, 20, 30],
             "classification": {"name": "Stroma", "color": [150, 200, 150]},
-            "metadata": {"description": "two parts", "reviewer": "AB"},
+            "metadata": {"ANNOTATION_DESCRIPTION": "two parts", "reviewer": "AB"},
         },
     },
     {
@@ -156,3 +156,12 @@ def test_malformed_features_say_where(change, message):
     feature = {**QUPATH_FEATURES[2], **change}
     with pytest.raises(GeoJSONError, match=message):
         feature_to_annotation(feature, "bad.geojson, feature 3")
+
+
+def test_a_description_written_before_under_metadata_description_moves_to_qupaths_key():
+    """QuPath keeps an annotation's description as its metadata entry ANNOTATION_DESCRIPTION; slidesam once
+    wrote `metadata.description`, which QuPath imports as a plain metadata entry."""
+    legacy = {**QUPATH_FEATURES[1], "properties": {**QUPATH_FEATURES[1]["properties"], "metadata": {"description": "two parts", "reviewer": "AB"}}}
+    annotation = feature_to_annotation(legacy, "test")
+    assert annotation.description == "two parts"
+    assert annotation_to_feature(annotation, base=legacy)["properties"]["metadata"] == {"reviewer": "AB", "ANNOTATION_DESCRIPTION": "two parts"}

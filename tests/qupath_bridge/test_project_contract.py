@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import shapely
 
 from bridge_helpers import geojson_project
 from qupath_bridge.project import Annotation, PathClass, ProjectChanged, open_project
+from qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement, same_geometry
 
 TUMOUR = Annotation(
     "6f0b9d3e-1c2a-4f5b-9e8d-7a6b5c4d3e21",
@@ -19,7 +21,7 @@ TUMOUR = Annotation(
     description='{"slidesam": 1}',
     measurements={"SAM score": 0.93},
 )
-PROMPT = Annotation("6f0b9d3e-1c2a-4f5b-9e8d-7a6b5c4d3e22", shapely.MultiPoint([(1500, 1300), (1600, 1350)]), "SAM positive", "lesion 1")
+PROMPT = Annotation("6f0b9d3e-1c2a-4f5b-9e8d-7a6b5c4d3e22", shapely.MultiPoint([(1600, 1350), (1500, 1300.005)]), "SAM positive", "lesion 1")
 
 
 def _paquo_project(folder: Path, slides: list[Path]) -> Path:
@@ -40,10 +42,19 @@ def project_path(request, tmp_path, served_slide, local_slide) -> Path:
     return _paquo_project(tmp_path / "project", slides)
 
 
+def _as_kept(annotation: Annotation, class_color: tuple[int, int, int]) -> Annotation:
+    """What a project gives back for an annotation written: the values QuPath keeps, the class list's colour."""
+    return dataclasses.replace(
+        annotation, geometry=qupath_geometry(annotation.geometry), class_color=class_color,
+        measurements={k: qupath_measurement(v) for k, v in annotation.measurements.items()},
+    )
+
+
 def _same(a: Annotation, b: Annotation) -> bool:
-    return (a.id, a.path_class, a.name, a.description or None, dict(a.measurements), a.locked) == (
-        b.id, b.path_class, b.name, b.description or None, dict(b.measurements), b.locked
-    ) and a.geometry.equals(b.geometry)
+    """Equal in every field; geometries with the same coordinates (`same_geometry`)."""
+    fields = ("id", "path_class", "name", "description", "locked", "class_color")
+    return ([getattr(a, f) for f in fields] == [getattr(b, f) for f in fields] and dict(a.measurements) == dict(b.measurements)
+            and same_geometry(a.geometry, b.geometry))
 
 
 def test_lists_images_with_paths_and_sizes(project_path, served_slide, local_slide):
@@ -64,16 +75,17 @@ def test_add_update_remove_and_read_back(project_path):
     assert project.save()
     reopened = open_project(project_path)
     prompt, tumour = reopened.annotations("served.svs")
-    assert _same(prompt, PROMPT) and _same(tumour, TUMOUR)
+    assert _same(prompt, _as_kept(PROMPT, qupath_class_colour("SAM positive"))) and _same(tumour, _as_kept(TUMOUR, (200, 0, 0)))
     assert reopened.annotations("local.svs") == []
-    assert [c.name for c in reopened.path_classes()].count("Tumor") == 1
+    assert {c.name: c.color for c in reopened.path_classes()} == {"Tumor": (200, 0, 0), "SAM positive": (225, 4, 32)}
 
-    moved = Annotation(TUMOUR.id, shapely.box(0, 0, 10, 10), "Stroma", "moved", measurements={"SAM score": 0.5}, locked=True)
+    moved = Annotation(TUMOUR.id, shapely.box(0.004, 0, 10.333333, 10), "Stroma", "moved", measurements={"SAM score": 0.5}, locked=True)
     reopened.update_annotation("served.svs", moved)
     reopened.remove_annotation("served.svs", PROMPT.id)
     reopened.save()
     (only,) = open_project(project_path).annotations("served.svs")
-    assert _same(only, moved)
+    assert _same(only, _as_kept(moved, (150, 200, 150)))
+    assert only.geometry.bounds == (0.0, 0.0, 10.33, 10.0)
 
 
 def test_classes_are_added_once(project_path):
@@ -119,3 +131,24 @@ def test_a_file_saved_elsewhere_meanwhile_is_not_overwritten(project_path):
     with pytest.raises(ProjectChanged, match="changed on disk"):
         reader.save()
     assert written.read_bytes() == content
+
+
+@pytest.mark.qupath
+def test_both_backends_give_back_the_same(qupath_dir, tmp_path, served_slide, local_slide):
+    """Off-grid coordinates, a measurement float32 cannot hold, a derived class: both backends give back what
+    QuPath keeps, field for field."""
+    slides = [served_slide.path, local_slide.path]
+    off_grid = Annotation(
+        "6f0b9d3e-1c2a-4f5b-9e8d-7a6b5c4d3e23", shapely.Polygon([(100.123456, 200.987654), (300.3333, 210.5555), (320.7777, 400.1111), (90.4444, 380.6666)]),
+        "Tumor: Positive", "off grid", description="ü", measurements={"ratio": 1 / 3},
+    )
+    projects = [open_project(geojson_project(tmp_path / "geojson", slides)), open_project(_paquo_project(tmp_path / "qupath", slides))]
+    for project in projects:
+        for annotation in (PROMPT, TUMOUR, off_grid):
+            project.add_annotation("served.svs", annotation)
+        project.save()
+    from_geojson, from_qupath = (open_project(project.root).annotations("served.svs") for project in projects)
+    assert len(from_geojson) == 3 and all(_same(a, b) for a, b in zip(from_geojson, from_qupath))
+    assert _same(from_qupath[2], _as_kept(off_grid, (200, 50, 50)))
+    assert from_qupath[2].measurements["ratio"] == 0.3333333432674408 and from_qupath[2].geometry.exterior.coords[0] != (100.123456, 200.987654)
+    assert sorted(open_project(projects[0].root).path_classes(), key=str) == sorted(open_project(projects[1].root).path_classes(), key=str)
