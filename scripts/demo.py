@@ -12,12 +12,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 import openslide
 
-from qupath_bridge.client import Click, FieldOfView, PolygonOptions, SlideImage, SlidesamClient
+from qupath_bridge.client import Click, FieldOfView, ObjectResult, PolygonOptions, SlideImage, SlidesamClient
 from qupath_bridge.geojson import annotation_feature, feature_collection, write_geojson
 from server.models.registry import ModelRegistry
 from server.samples import fetch_cmu_small_region
@@ -85,6 +86,30 @@ def overlay(slide_path: Path, geometry, clicks: list[Click], out: Path) -> None:
     cv2.imwrite(str(out), image)
 
 
+def click_on_epithelium(client: SlidesamClient, report: Callable[[str], None] = print) -> ObjectResult:
+    """The demo's object: the field of view over the epithelium at x10 and its six clicks, each reported."""
+    fov = FieldOfView(SlideImage(SLIDE_ID), *REGION, magnification=10)
+    started = time.perf_counter()
+    with client.open_object(fov, polygon_options=PolygonOptions(min_area_um2=100)) as session:
+        opened = session.result
+        report(f"    open: {(time.perf_counter() - started) * 1e3:7.1f} ms round trip "
+               f"(read {opened.timings.read_ms:.0f} ms + encode {opened.timings.encode_ms:.0f} ms, cache {'hit' if opened.cache_hit else 'miss'})")
+        for number, click in enumerate(CLICKS, start=1):
+            sent = time.perf_counter()
+            result = session.click(click.x, click.y, click.positive)
+            report(f"    click {number} ({'+' if click.positive else '-'}) at ({click.x:.0f}, {click.y:.0f}): "
+                   f"{(time.perf_counter() - sent) * 1e3:6.1f} ms round trip, decode {result.timings.decode_ms:5.1f} ms, "
+                   f"cache {'hit' if result.cache_hit else 'miss'}, score {result.score:.3f}, "
+                   f"{len(result.geometry.geoms)} part(s), {result.area_um2:,.0f} µm²")
+        return session.finish()
+
+
+def result_feature(final: ObjectResult) -> dict:
+    """The demo's GeoJSON annotation (what QuPath imports from CMU-1-Small-Region.geojson)."""
+    measurements = {"SAM score": final.score, "Area µm^2": final.area_um2, "Clicks": len(final.clicks)}
+    return annotation_feature(final.geometry, classification="Tumor", name=f"SAM {final.model_id}", measurements=measurements)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="slidesam end-to-end demo on CMU-1-Small-Region with MobileSAM")
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for the results (default demo-output/)")
@@ -107,29 +132,14 @@ def main() -> None:
         print("3/5 waiting for the server (it loads MobileSAM)")
         with SlidesamClient(f"127.0.0.1:{port}", token=token) as client:
             client.wait_ready(timeout=120)
-            fov = FieldOfView(SlideImage(SLIDE_ID), *REGION, magnification=10)
             print(f"4/5 clicking on {SLIDE_ID}, level-0 region {REGION} at x10")
-            started = time.perf_counter()
-            with client.open_object(fov, polygon_options=PolygonOptions(min_area_um2=100)) as session:
-                opened = session.result
-                print(f"    open: {(time.perf_counter() - started) * 1e3:7.1f} ms round trip "
-                      f"(read {opened.timings.read_ms:.0f} ms + encode {opened.timings.encode_ms:.0f} ms, cache {'hit' if opened.cache_hit else 'miss'})")
-                for number, click in enumerate(CLICKS, start=1):
-                    sent = time.perf_counter()
-                    result = session.click(click.x, click.y, click.positive)
-                    print(f"    click {number} ({'+' if click.positive else '-'}) at ({click.x:.0f}, {click.y:.0f}): "
-                          f"{(time.perf_counter() - sent) * 1e3:6.1f} ms round trip, decode {result.timings.decode_ms:5.1f} ms, "
-                          f"cache {'hit' if result.cache_hit else 'miss'}, score {result.score:.3f}, "
-                          f"{len(result.geometry.geoms)} part(s), {result.area_um2:,.0f} µm²")
-                final = session.finish()
+            final = click_on_epithelium(client)
     finally:
         stop_server(server)
 
     print("5/5 writing results")
-    measurements = {"SAM score": final.score, "Area µm^2": final.area_um2, "Clicks": len(final.clicks)}
-    feature = annotation_feature(final.geometry, classification="Tumor", name=f"SAM {final.model_id}", measurements=measurements)
     geojson_path = args.out / "CMU-1-Small-Region.geojson"
-    write_geojson(geojson_path, feature_collection([feature]))
+    write_geojson(geojson_path, feature_collection([result_feature(final)]))
     overlay_path = args.out / "overlay.png"
     overlay(slide_path, final.geometry, CLICKS, overlay_path)
     print(f"    {geojson_path}  (QuPath: open the slide, then File > Import objects from file)")

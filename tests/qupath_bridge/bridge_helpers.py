@@ -15,8 +15,8 @@ from qupath_bridge.geojson import feature_collection, write_geojson
 from qupath_bridge.geojson_project import GeoJSONProject
 from qupath_bridge.pixels import LocalSlides
 from qupath_bridge.project import ImageEntry
+from qupath_bridge.qupath_values import qupath_class_colour
 
-CLASS_COLOURS = {"SAM positive": [0, 200, 0], "SAM negative": [200, 0, 200], "SAM box": [0, 100, 255]}
 
 
 def points(name: str | None, path_class: str, *xy: tuple[float, float]) -> dict:
@@ -34,7 +34,7 @@ def _feature(geometry: dict, name: str | None, path_class: str) -> dict:
     properties: dict = {"objectType": "annotation"}
     if name is not None:
         properties["name"] = name
-    properties["classification"] = {"name": path_class, "color": CLASS_COLOURS.get(path_class, [255, 255, 0])}
+    properties["classification"] = {"name": path_class, "color": list(qupath_class_colour(path_class))}  # as QuPath gives it
     return {"type": "Feature", "id": str(uuid.uuid4()), "geometry": geometry, "properties": properties}
 
 
