@@ -24,6 +24,7 @@ _SHIFT = 8  # fixed-point fraction bits for cv2 drawing
 _BUDGET_ROUNDS = 12
 _ACCURATE_ROUNDS = 2  # round 2 simplifies at two region pixels: still faithful to the mask
 _DROP_KEEPS_AREA = 0.98  # dropping small rings is preferred while it keeps this share of the area
+_MIN_RING_VERTICES = 3  # a simplified ring keeps at least a triangle
 
 
 @dataclass(frozen=True)
@@ -203,9 +204,12 @@ def _simplify_to_budget(
     while that keeps 98% of the area (fragmented masks: many specks, a few real parts); otherwise the
     doubling goes on, and after the last round the smallest rings are dropped.
     """
-    tolerance = options.tolerance_level0
+    tolerance, budget = options.tolerance_level0, options.max_vertices
+    if budget > 0 and _MIN_RING_VERTICES * len(shapely.get_rings(shapely.get_parts(geometry))) > budget:
+        # Simplification keeps every ring (3 vertices at least), so no tolerance meets this budget and the
+        # rounds below would simplify every ring in vain, up to seconds each: drop the smallest rings first.
+        geometry = _drop_smallest_rings(geometry, budget, vertices_per_ring=_MIN_RING_VERTICES)
     result = _simplified(geometry, tolerance) if tolerance > 0 else geometry
-    budget = options.max_vertices
     if budget <= 0 or count_vertices(result) <= budget:
         return result
     base = max(tolerance, 0.5 * region_pixel)
@@ -221,15 +225,18 @@ def _simplify_to_budget(
     return _drop_smallest_rings(result, budget)
 
 
-def _drop_smallest_rings(geometry: shapely.MultiPolygon, budget: int) -> shapely.MultiPolygon:
-    """Fill the smallest holes and drop the smallest parts until the vertex count fits the budget.
+def _drop_smallest_rings(
+    geometry: shapely.MultiPolygon, budget: int, vertices_per_ring: int | None = None
+) -> shapely.MultiPolygon:
+    """Fill the smallest holes and drop the smallest parts until the vertex count fits the budget
+    (counting each ring as vertices_per_ring vertices, when given).
 
     Going by ascending area removes an island before the hole around it, so no parts overlap.
     """
     parts = shapely.get_parts(geometry)
     rings, ring_part = shapely.get_rings(parts, return_index=True)
     is_hole = np.r_[False, ring_part[1:] == ring_part[:-1]]
-    ring_vertices = shapely.get_num_coordinates(rings) - 1
+    ring_vertices = shapely.get_num_coordinates(rings) - 1 if vertices_per_ring is None else np.full(len(rings), vertices_per_ring)
     part_vertices = np.bincount(ring_part, weights=ring_vertices, minlength=len(parts)).astype(np.int64)
     areas = np.where(is_hole, shapely.area(shapely.polygons(rings)), shapely.area(parts)[ring_part])
 

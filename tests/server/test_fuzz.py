@@ -175,7 +175,8 @@ SERVER_EXCEPTIONS = ServerExceptions()
 def fuzz_server(model_registry, fuzz_root):
     logger = logging.getLogger("server")
     logger.addHandler(SERVER_EXCEPTIONS)
-    running = make_server(model_registry, fuzz_root, max_step_encodes=4)  # multi-window steps stay short (or are refused)
+    # multi-window objects stay small and their steps short (larger ones are refused, which is fuzzed too)
+    running = make_server(model_registry, fuzz_root, max_step_encodes=2, max_object_mpixels=3)
     yield running
     running.stop()
     logger.removeHandler(SERVER_EXCEPTIONS)

@@ -168,6 +168,25 @@ def test_vertex_budget_on_fragmented_mask(budget: int) -> None:
         assert iou >= 0.85, f"IoU against the unsimplified geometry {iou:.3f}"
 
 
+@pytest.mark.parametrize("budget", [60, 10, 3])
+def test_a_budget_too_small_for_the_rings_drops_rings_before_simplifying(budget: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simplification keeps every ring, so simplifying more rings than the budget can hold is futile work
+    (a fuzzed request once spent 18 s of the model thread on it): none of it is done."""
+    mask = fragmented()
+    assert 3 * len(shapely.get_rings(mask_to_geometry(mask, OFFSET_SCALED).geoms)) > 60
+    simplified_rings = []
+    simplify = shapely.simplify
+
+    def counting(geometry, *args, **kwargs):
+        simplified_rings.append(len(shapely.get_rings(shapely.get_parts(geometry))))
+        return simplify(geometry, *args, **kwargs)
+
+    monkeypatch.setattr(shapely, "simplify", counting)
+    result = mask_to_geometry(mask, OFFSET_SCALED, PolygonOptions(tolerance_level0=1.0, max_vertices=budget))
+    assert count_vertices(result) <= budget and result.is_valid
+    assert simplified_rings and max(simplified_rings) <= max(1, budget // 3)
+
+
 def test_vertex_budget_fills_holes_before_dropping_the_part() -> None:
     mask = blank()
     mask[20:140, 20:180] = 1
