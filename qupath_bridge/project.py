@@ -36,8 +36,8 @@ class Annotation:
     """One QuPath annotation, backend-neutral. Coordinates are level-0 pixels, origin top-left.
 
     Read back from either backend, an annotation is what QuPath keeps of the one written (`qupath_values`):
-    geometry on QuPath's 0.01-px grid with float32 coordinates (polygons normalized, points in their order),
-    float32 measurements, and `class_color` the colour of its class in the project's class list, where
+    geometry on QuPath's 0.01-px grid with float32 coordinates (ring starts and orientations may differ:
+    compare with `qupath_values.same_geometry`; points keep their order), float32 measurements, and `class_color` the colour of its class in the project's class list, where
     writing it put the class (with the annotation's `class_color`, or the colour QuPath gives that class).
     """
 

@@ -3,7 +3,8 @@
 QuPath (0.6.0, qupath-core) changes three things it is given, so slidesam writes them the way QuPath keeps them:
 
 - **Class colours.** QuPath never has a class without a colour (`PathClass.getInstance`). A class created
-  without one gets: the `PathClass.StandardPathClasses` colour (Tumor, Stroma, ...), a fixed colour scaled for
+  without one gets: the `PathClass.StandardPathClasses` colour (Tumor, Stroma, ...; QuPath's GUI loads them at
+  start, a bare qupath-core only when something uses that class), a fixed colour scaled for
   the intensity classes (`getDefaultColor`: Positive, Negative, 1+, 2+, 3+), or else a colour drawn from
   `java.util.Random` seeded with the `String.hashCode()` of the class's names joined by a newline (r, g, b
   drawn until one is at least 40).
