@@ -33,9 +33,13 @@ class InteractStream:
         self.ended_at = time.monotonic()
         self.ended.set()
 
+    def send(self, request: pb.InteractRequest) -> None:
+        """Sends one request without waiting for its answer."""
+        self._requests.put(request)
+
     def step(self, request: pb.InteractRequest, timeout: float = 300.0) -> pb.InteractResponse:
         """Sends one request and waits for its answer."""
-        self._requests.put(request)
+        self.send(request)
         return self._answers.get(timeout=timeout)
 
     def close(self) -> None:
