@@ -14,23 +14,23 @@ from functools import partial
 from pathlib import Path
 from typing import Sequence
 
-from qupath_bridge.client import (
+from slidesam.qupath_bridge.client import (
     WINDOW_MODES, Click, ConnectionLost, FieldOfView, PolygonOptions, ServerError, SlideImage, SlidesamClient, TlsSettings,
 )
-from qupath_bridge.fov import FovSettings
-from qupath_bridge.geojson import annotation_feature, feature_collection, write_geojson
-from qupath_bridge.geojson_project import GeoJSONProject
-from qupath_bridge.pixels import LocalSlides, PixelSource, SlideMap, SlideUnreadable
-from qupath_bridge.preannotate import preannotate
-from qupath_bridge.project import ImageEntry, PathClass, ProjectError, open_project
-from qupath_bridge.prompt_sources import GeoJSONPrompts, Grid, PromptSourceError, TissueBoxes
-from qupath_bridge.prompts import PromptClasses
-from qupath_bridge.refine import RefineReport, RefineSettings, refine
-from qupath_bridge.segmenter import Segmenter
-from qupath_bridge.sync import ImageReport, Settings, sync
-from qupath_bridge.tissue import TissueSettings
-from qupath_bridge.transfer import export_geojson, import_geojson
-from qupath_bridge.watch import WatchLimits, watch
+from slidesam.qupath_bridge.fov import FovSettings
+from slidesam.qupath_bridge.geojson import annotation_feature, feature_collection, write_geojson
+from slidesam.qupath_bridge.geojson_project import GeoJSONProject
+from slidesam.qupath_bridge.pixels import LocalSlides, PixelSource, SlideMap, SlideUnreadable
+from slidesam.qupath_bridge.preannotate import preannotate
+from slidesam.qupath_bridge.project import ImageEntry, PathClass, ProjectError, open_project
+from slidesam.qupath_bridge.prompt_sources import GeoJSONPrompts, Grid, PromptSourceError, TissueBoxes
+from slidesam.qupath_bridge.prompts import PromptClasses
+from slidesam.qupath_bridge.refine import RefineReport, RefineSettings, refine
+from slidesam.qupath_bridge.segmenter import Segmenter
+from slidesam.qupath_bridge.sync import ImageReport, Settings, sync
+from slidesam.qupath_bridge.tissue import TissueSettings
+from slidesam.qupath_bridge.transfer import export_geojson, import_geojson
+from slidesam.qupath_bridge.watch import WatchLimits, watch
 
 EXIT_IMAGE_FAILED, EXIT_BAD_INPUT, EXIT_NO_SERVER = 1, 2, 3
 

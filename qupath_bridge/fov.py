@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from qupath_bridge.client import WINDOW_MODES
-from qupath_bridge.prompts import PromptGroup
+from slidesam.qupath_bridge.client import WINDOW_MODES
+from slidesam.qupath_bridge.prompts import PromptGroup
 
 MODEL_INPUT = 1024
 

@@ -32,9 +32,9 @@ from typing import Any, Iterable, Mapping
 import shapely
 import shapely.geometry
 
-from qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement
-from qupath_bridge.project import Annotation
-from qupath_bridge.safety import atomic_write
+from slidesam.qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement
+from slidesam.qupath_bridge.project import Annotation
+from slidesam.qupath_bridge.safety import atomic_write
 
 DESCRIPTION_KEY = "ANNOTATION_DESCRIPTION"
 _LEGACY_DESCRIPTION_KEY = "description"

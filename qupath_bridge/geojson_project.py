@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Sequence
 
-from qupath_bridge.qupath_values import qupath_class_colour
-from qupath_bridge.geojson import (
+from slidesam.qupath_bridge.qupath_values import qupath_class_colour
+from slidesam.qupath_bridge.geojson import (
     annotation_to_feature,
     dumps,
     feature_collection,
@@ -37,8 +37,8 @@ from qupath_bridge.geojson import (
     is_annotation,
     parse_features,
 )
-from qupath_bridge.project import Annotation, ImageEntry, PathClass, ProjectError
-from qupath_bridge.safety import Backups, FileStamp, atomic_write
+from slidesam.qupath_bridge.project import Annotation, ImageEntry, PathClass, ProjectError
+from slidesam.qupath_bridge.safety import Backups, FileStamp, atomic_write
 
 MANIFEST = "slidesam-project.json"
 FORMAT = "slidesam-geojson-project"

@@ -42,10 +42,10 @@ from pathlib import Path, PurePath
 
 import shapely
 
-from qupath_bridge.geojson import annotation_to_feature, feature_to_annotation
-from qupath_bridge.project import Annotation, ImageEntry, PathClass, ProjectChanged, ProjectError
-from qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement
-from qupath_bridge.safety import Backups, FileStamp
+from slidesam.qupath_bridge.geojson import annotation_to_feature, feature_to_annotation
+from slidesam.qupath_bridge.project import Annotation, ImageEntry, PathClass, ProjectChanged, ProjectError
+from slidesam.qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement
+from slidesam.qupath_bridge.safety import Backups, FileStamp
 
 log = logging.getLogger(__name__)
 

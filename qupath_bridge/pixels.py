@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 import openslide
 
-from qupath_bridge.client import FieldOfView, SlideImage, UploadedRegion
-from qupath_bridge.fov import MODEL_INPUT, FovSettings
-from qupath_bridge.project import ImageEntry
+from slidesam.qupath_bridge.client import FieldOfView, SlideImage, UploadedRegion
+from slidesam.qupath_bridge.fov import MODEL_INPUT, FovSettings
+from slidesam.qupath_bridge.project import ImageEntry
 
 _LEVEL_TOLERANCE = 1e-6
 

@@ -27,14 +27,14 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from qupath_bridge.geojson import dumps
-from qupath_bridge.project import ImageEntry
-from qupath_bridge.prompt_sources import PromptSource, PromptSourceError
-from qupath_bridge.prompts import outside_image
-from qupath_bridge.results import Job, apply, plan, result_annotation
-from qupath_bridge.safety import STATE_DIR, atomic_write
-from qupath_bridge.segmenter import Segmenter
-from qupath_bridge.sync import IMAGE_ERRORS, ImageReport, ProjectOpener, Settings, select_images
+from slidesam.qupath_bridge.geojson import dumps
+from slidesam.qupath_bridge.project import ImageEntry
+from slidesam.qupath_bridge.prompt_sources import PromptSource, PromptSourceError
+from slidesam.qupath_bridge.prompts import outside_image
+from slidesam.qupath_bridge.results import Job, apply, plan, result_annotation
+from slidesam.qupath_bridge.safety import STATE_DIR, atomic_write
+from slidesam.qupath_bridge.segmenter import Segmenter
+from slidesam.qupath_bridge.sync import IMAGE_ERRORS, ImageReport, ProjectOpener, Settings, select_images
 
 log = logging.getLogger(__name__)
 STATE_FILE = "preannotate.json"

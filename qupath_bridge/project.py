@@ -112,13 +112,13 @@ class Project(Protocol):
 
 def open_project(path: Path, *, writable: bool = True) -> Project:
     """A GeoJSON project (folder with `slidesam-project.json`) or a QuPath project (`.qpproj` or its folder)."""
-    from qupath_bridge.geojson_project import MANIFEST, GeoJSONProject
+    from slidesam.qupath_bridge.geojson_project import MANIFEST, GeoJSONProject
 
     path = Path(path)
     if path.name == MANIFEST or (path / MANIFEST).is_file():
         return GeoJSONProject(path.parent if path.name == MANIFEST else path)
     if path.suffix == ".qpproj" or (path / "project.qpproj").is_file():
-        from qupath_bridge.paquo_project import PaquoProject
+        from slidesam.qupath_bridge.paquo_project import PaquoProject
 
         return PaquoProject(path, writable=writable)
     raise ProjectError(

@@ -23,8 +23,8 @@ from typing import Mapping, Sequence
 
 import shapely
 
-from qupath_bridge.client import Click
-from qupath_bridge.project import Annotation
+from slidesam.qupath_bridge.client import Click
+from slidesam.qupath_bridge.project import Annotation
 
 RESULT_PREFIX = "SAM"
 

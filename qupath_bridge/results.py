@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Mapping, Sequence
 
-from qupath_bridge.client import ObjectResult
-from qupath_bridge.project import Annotation, PathClass, Project
-from qupath_bridge.prompts import PromptGroup
+from slidesam.qupath_bridge.client import ObjectResult
+from slidesam.qupath_bridge.project import Annotation, PathClass, Project
+from slidesam.qupath_bridge.prompts import PromptGroup
 
 _RESULT_NAMESPACE = uuid.UUID("0d7d8f5e-2b55-4a57-9c55-3e0f4f1f7c21")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from qupath_bridge.project import ProjectChanged
+from slidesam.qupath_bridge.project import ProjectChanged
 
 STATE_DIR = ".slidesam"
 

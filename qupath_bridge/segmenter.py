@@ -12,12 +12,12 @@ import threading
 
 import shapely
 
-from qupath_bridge.client import ConnectionLost, ObjectResult, PolygonOptions, SlidesamClient
-from qupath_bridge.fov import FovSettings, plan_bounds, plan_region
-from qupath_bridge.pixels import PixelSource
-from qupath_bridge.project import ImageEntry
-from qupath_bridge.prompts import PromptGroup
-from qupath_bridge.results import Segmentation
+from slidesam.qupath_bridge.client import ConnectionLost, ObjectResult, PolygonOptions, SlidesamClient
+from slidesam.qupath_bridge.fov import FovSettings, plan_bounds, plan_region
+from slidesam.qupath_bridge.pixels import PixelSource
+from slidesam.qupath_bridge.project import ImageEntry
+from slidesam.qupath_bridge.prompts import PromptGroup
+from slidesam.qupath_bridge.results import Segmentation
 
 log = logging.getLogger(__name__)
 

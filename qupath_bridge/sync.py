@@ -14,14 +14,14 @@ from typing import Callable, Iterable, Sequence
 
 from tqdm import tqdm
 
-from qupath_bridge.client import PolygonOptions, ServerError
-from qupath_bridge.fov import FovSettings
-from qupath_bridge.geojson import GeoJSONError
-from qupath_bridge.pixels import SlideUnreadable
-from qupath_bridge.project import ImageEntry, PathClass, Project, ProjectError
-from qupath_bridge.prompts import PromptClasses, find_prompt_groups, outside_image
-from qupath_bridge.results import apply, plan, result_annotation
-from qupath_bridge.segmenter import Segmenter
+from slidesam.qupath_bridge.client import PolygonOptions, ServerError
+from slidesam.qupath_bridge.fov import FovSettings
+from slidesam.qupath_bridge.geojson import GeoJSONError
+from slidesam.qupath_bridge.pixels import SlideUnreadable
+from slidesam.qupath_bridge.project import ImageEntry, PathClass, Project, ProjectError
+from slidesam.qupath_bridge.prompts import PromptClasses, find_prompt_groups, outside_image
+from slidesam.qupath_bridge.results import apply, plan, result_annotation
+from slidesam.qupath_bridge.segmenter import Segmenter
 
 PROMPTS_SOURCE = "prompts"
 ProjectOpener = Callable[[], Project]

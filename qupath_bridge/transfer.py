@@ -17,11 +17,11 @@ from typing import Sequence
 
 import shapely
 
-from qupath_bridge.geojson import GeoJSONError, annotation_to_feature, feature_to_annotation, is_annotation, read_features
-from qupath_bridge.geojson_project import MANIFEST, GeoJSONProject
-from qupath_bridge.project import Annotation, Project, ProjectError
-from qupath_bridge.qupath_values import qupath_geometry, same_geometry
-from qupath_bridge.sync import ImageReport, progress_bar
+from slidesam.qupath_bridge.geojson import GeoJSONError, annotation_to_feature, feature_to_annotation, is_annotation, read_features
+from slidesam.qupath_bridge.geojson_project import MANIFEST, GeoJSONProject
+from slidesam.qupath_bridge.project import Annotation, Project, ProjectError
+from slidesam.qupath_bridge.qupath_values import qupath_geometry, same_geometry
+from slidesam.qupath_bridge.sync import ImageReport, progress_bar
 
 
 def mirror(project: Project, image: str, annotations: Sequence[Annotation], replace: bool) -> tuple[int, int, int]:

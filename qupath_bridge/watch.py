@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from qupath_bridge.safety import FileStamp
+from slidesam.qupath_bridge.safety import FileStamp
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,11 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadtest import ServerProcess, RssSampler, memory_mib, write_slides  # noqa: E402
 
-from qupath_bridge.client import Click, FieldOfView, ServerError, SlidesamClient, UploadedRegion  # noqa: E402
-from server.models.registry import DEFAULT_MODEL, ModelRegistry  # noqa: E402
-from server.testing.hostile_images import deep_rgba_png, lying_jpeg, many_scan_jpeg  # noqa: E402
-from server.testing.interact_stream import InteractStream  # noqa: E402
-from server.tokens import TokenStore, UserLimits  # noqa: E402
+from slidesam.qupath_bridge.client import Click, FieldOfView, ServerError, SlidesamClient, UploadedRegion  # noqa: E402
+from slidesam.server.models.registry import DEFAULT_MODEL, ModelRegistry  # noqa: E402
+from slidesam.lab.synthetic.hostile_images import deep_rgba_png, lying_jpeg, many_scan_jpeg  # noqa: E402
+from slidesam.lab.interact_stream import InteractStream  # noqa: E402
+from slidesam.server.edge.tokens import TokenStore, UserLimits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ATTACKERS = 6

@@ -27,9 +27,9 @@ from tqdm import tqdm  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo import CLICKS, REGION, SLIDE_ID, free_port, start_server, stop_server  # noqa: E402
 
-from qupath_bridge.client import FieldOfView, SlideImage, SlidesamClient  # noqa: E402
-from server.models.registry import ModelRegistry  # noqa: E402
-from server.samples import fetch_cmu_small_region  # noqa: E402
+from slidesam.qupath_bridge.client import FieldOfView, SlideImage, SlidesamClient  # noqa: E402
+from slidesam.server.models.registry import ModelRegistry  # noqa: E402
+from slidesam.server.samples import fetch_cmu_small_region  # noqa: E402
 
 MAGNIFICATION = 10.0
 

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from demo import CLICKS, REGION, SLIDE_ID, free_port, start_server, stop_server  # noqa: E402
 
-from qupath_bridge.client import FieldOfView, SlideImage, SlidesamClient  # noqa: E402
-from server.samples import fetch_cmu_small_region  # noqa: E402
+from slidesam.qupath_bridge.client import FieldOfView, SlideImage, SlidesamClient  # noqa: E402
+from slidesam.server.samples import fetch_cmu_small_region  # noqa: E402
 
 MAGNIFICATION = 10.0
 JAVA_JAR = ROOT / "clients/java/build"

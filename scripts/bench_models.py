@@ -15,8 +15,8 @@ import warnings
 import numpy as np
 import torch
 
-from server.models.registry import ModelRegistry, resolve_device
-from server.models.sam import SamModel
+from slidesam.server.models.registry import ModelRegistry, resolve_device
+from slidesam.server.models.sam import SamModel
 
 
 def timed(function, repeats: int, device: torch.device) -> list[float]:

@@ -34,16 +34,16 @@ from tqdm import tqdm  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo import CLICKS, REGION, SLIDE_ID  # noqa: E402
 
-from server.engine.cache import EmbeddingCache  # noqa: E402
-from server.engine.embedding_store import EmbeddingStore  # noqa: E402
-from server.engine.engine import Engine  # noqa: E402
-from server.engine.prompts import Click, FieldOfView, PolygonRequest, SlideRef  # noqa: E402
-from server.engine.session import ObjectSession  # noqa: E402
-from server.models.registry import ModelRegistry  # noqa: E402
-from server.precompute import precompute  # noqa: E402
-from server.samples import fetch_cmu_small_region  # noqa: E402
-from server.slides import Rect, Resolution, SlideStore  # noqa: E402
-from server.uploads import UploadStore  # noqa: E402
+from slidesam.server.engine.cache import EmbeddingCache  # noqa: E402
+from slidesam.server.engine.embedding_store import EmbeddingStore  # noqa: E402
+from slidesam.server.engine.engine import Engine  # noqa: E402
+from slidesam.server.engine.prompts import Click, FieldOfView, PolygonRequest, SlideRef  # noqa: E402
+from slidesam.server.engine.session import ObjectSession  # noqa: E402
+from slidesam.server.models.registry import ModelRegistry  # noqa: E402
+from slidesam.server.engine.precompute import precompute  # noqa: E402
+from slidesam.server.samples import fetch_cmu_small_region  # noqa: E402
+from slidesam.server.slides import Rect, Resolution, SlideStore  # noqa: E402
+from slidesam.server.uploads.store import UploadStore  # noqa: E402
 
 LARGE_REGION = Rect(600.0, 1100.0, 1600.0, 1600.0)   # holds every demo click; 1600 px at x20
 POLYGONS = PolygonRequest()

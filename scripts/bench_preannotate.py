@@ -22,16 +22,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo import free_port, start_server, stop_server  # noqa: E402
 
-from qupath_bridge.client import SlidesamClient  # noqa: E402
-from qupath_bridge.fov import FovSettings  # noqa: E402
-from qupath_bridge.geojson_project import GeoJSONProject  # noqa: E402
-from qupath_bridge.pixels import LocalSlides, PixelSource, SlideMap  # noqa: E402
-from qupath_bridge.preannotate import preannotate  # noqa: E402
-from qupath_bridge.project import ImageEntry  # noqa: E402
-from qupath_bridge.prompt_sources import Grid  # noqa: E402
-from qupath_bridge.segmenter import Segmenter  # noqa: E402
-from qupath_bridge.sync import Settings  # noqa: E402
-from server.testing.slide_writer import write_synthetic_slide  # noqa: E402
+from slidesam.qupath_bridge.client import SlidesamClient  # noqa: E402
+from slidesam.qupath_bridge.fov import FovSettings  # noqa: E402
+from slidesam.qupath_bridge.geojson_project import GeoJSONProject  # noqa: E402
+from slidesam.qupath_bridge.pixels import LocalSlides, PixelSource, SlideMap  # noqa: E402
+from slidesam.qupath_bridge.preannotate import preannotate  # noqa: E402
+from slidesam.qupath_bridge.project import ImageEntry  # noqa: E402
+from slidesam.qupath_bridge.prompt_sources import Grid  # noqa: E402
+from slidesam.qupath_bridge.segmenter import Segmenter  # noqa: E402
+from slidesam.qupath_bridge.sync import Settings  # noqa: E402
+from slidesam.lab.synthetic.slide_writer import write_synthetic_slide  # noqa: E402
 
 SIZE = (4096, 3072)
 

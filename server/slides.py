@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import openslide
 
-from server.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from slidesam.server.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 
 MAX_REGION_PIXELS = 4096 * 4096
 """Default limit on the pixels of one returned region."""

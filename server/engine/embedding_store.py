@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from server.engine.window_grid import WindowIndex
-from server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from server.models.sam import ImageEmbedding
+from slidesam.server.engine.window_grid import WindowIndex
+from slidesam.server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from slidesam.server.models.sam import ImageEmbedding
 
 log = logging.getLogger(__name__)
 

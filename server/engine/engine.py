@@ -15,25 +15,25 @@ import numpy as np
 import shapely
 import torch
 
-from server.engine.cache import EmbeddingCache, EmbeddingKey
-from server.engine.embedding_store import EmbeddingStore, StoreKey
-from server.engine.frames import low_res_frame, outline_logits, outline_points
-from server.engine.prompts import (
+from slidesam.server.engine.cache import EmbeddingCache, EmbeddingKey
+from slidesam.server.engine.embedding_store import EmbeddingStore, StoreKey
+from slidesam.server.engine.frames import low_res_frame, outline_logits, outline_points
+from slidesam.server.engine.prompts import (
     WINDOW_MODES, Box, Click, FieldOfView, Outline, PolygonRequest, SlideRef, UploadRef, validate_polygon_request,
 )
-from server.engine.views import GridWindow, ModelResolution, TiledView, View
-from server.engine.window_grid import DEFAULT_OVERLAP, WindowGrid, WindowIndex
-from server.errors import InvalidArgument, ResourceExhausted
-from server.geometry import PolygonOptions, RegionTransform, mask_to_geometry
-from server.models.preemption import yield_point
-from server.models.registry import ModelRegistry, ModelSpec
-from server.engine.strategies import strategy_named
-from server.models.sam import Candidates, DecodeInput, ImageEmbedding, SamModel
-from server.slides import ArrayImageSource, ImageSource, Rect, SlideStore, plan_region, resolve_downsample
-from server.uploads import UploadStore
+from slidesam.server.engine.views import GridWindow, ModelResolution, TiledView, View
+from slidesam.server.engine.window_grid import DEFAULT_OVERLAP, WindowGrid, WindowIndex
+from slidesam.server.errors import InvalidArgument, ResourceExhausted
+from slidesam.server.engine.geometry import PolygonOptions, RegionTransform, mask_to_geometry
+from slidesam.server.models.preemption import yield_point
+from slidesam.server.models.registry import ModelRegistry, ModelSpec
+from slidesam.server.engine.strategies import strategy_named
+from slidesam.server.models.sam import Candidates, DecodeInput, ImageEmbedding, SamModel
+from slidesam.server.slides import ArrayImageSource, ImageSource, Rect, SlideStore, plan_region, resolve_downsample
+from slidesam.server.uploads.store import UploadStore
 
 if TYPE_CHECKING:
-    from server.engine.multiwindow import WindowResult
+    from slidesam.server.engine.multiwindow import WindowResult
 
 
 @dataclass

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import shapely
 
-from server.geometry import RegionTransform, geometry_to_mask
-from server.models.sam import ImageEmbedding
-from server.slides import Rect
+from slidesam.server.engine.geometry import RegionTransform, geometry_to_mask
+from slidesam.server.models.sam import ImageEmbedding
+from slidesam.server.slides import Rect
 
 LOW_RES = 256
 INPUT_PER_LOGIT = 4

@@ -32,19 +32,19 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from server.engine.frames import LOW_RES, OUTSIDE_LOGIT, LowResFrame, deepest, frame_for, low_res_frame, resample
-from server.engine.prompts import Box, Click, Outline
-from server.engine.strategies import strategy_named
-from server.engine.views import ModelResolution, TiledView
-from server.engine.window_grid import WindowIndex
-from server.errors import ResourceExhausted
-from server.geometry import PolygonOptions, RegionTransform, mask_to_geometry
-from server.models.preemption import yield_point
-from server.models.sam import DecodeInput
-from server.slides import Rect
+from slidesam.server.engine.frames import LOW_RES, OUTSIDE_LOGIT, LowResFrame, deepest, frame_for, low_res_frame, resample
+from slidesam.server.engine.prompts import Box, Click, Outline
+from slidesam.server.engine.strategies import strategy_named
+from slidesam.server.engine.views import ModelResolution, TiledView
+from slidesam.server.engine.window_grid import WindowIndex
+from slidesam.server.errors import ResourceExhausted
+from slidesam.server.engine.geometry import PolygonOptions, RegionTransform, mask_to_geometry
+from slidesam.server.models.preemption import yield_point
+from slidesam.server.models.sam import DecodeInput
+from slidesam.server.slides import Rect
 
 if TYPE_CHECKING:
-    from server.engine.engine import Engine, Prediction, Timings
+    from slidesam.server.engine.engine import Engine, Prediction, Timings
 
 COARSE_WEIGHT = 0.01
 """Blending weight of the coarse logits; a fine window weighs 1 inside and falls to MIN_WEIGHT at its inner edges."""

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
-from server.errors import InvalidArgument
-from server.slides import Rect, Resolution
+from slidesam.server.errors import InvalidArgument
+from slidesam.server.slides import Rect, Resolution
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import partial
@@ -26,30 +25,13 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from server.errors import Cancelled, DeadlineExceeded, FailedPrecondition, ResourceExhausted
-from server.models.preemption import preemption_hook
-from server.models.sam import PendingDecode
+from slidesam.server.fair_share import run_as
+from slidesam.server.errors import Cancelled, DeadlineExceeded, FailedPrecondition, ResourceExhausted
+from slidesam.server.models.preemption import preemption_hook
+from slidesam.server.models.sam import PendingDecode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-SERVER_USER = "server"
-"""The acting user of model work outside any request (precompute, evaluation, tests)."""
-_acting_user: ContextVar[str] = ContextVar("slidesam_acting_user", default=SERVER_USER)
-
-
-def acting_user() -> str:
-    """The user whose job the model thread is running: what it caches is held on their behalf."""
-    return _acting_user.get()
-
-
-def _run_as(user: str, function: Callable[[], T]) -> T:
-    token = _acting_user.set(user)
-    try:
-        return function()
-    finally:
-        _acting_user.reset(token)
-
 
 class Priority(IntEnum):
     INTERACTIVE = 0
@@ -248,7 +230,7 @@ class Scheduler:
         try:
             job.check_alive()
             with preemption_hook(lambda: self._pause(job)):
-                result = self._with_memory_retry(partial(_run_as, job.user, job.function))
+                result = self._with_memory_retry(partial(run_as, job.user, job.function))
         except BaseException as error:  # noqa: BLE001 - every failure goes to the caller
             self._settle(job, error=error)
             return
@@ -286,7 +268,7 @@ class Scheduler:
             job.started = time.perf_counter()
             try:
                 job.check_alive()
-                pending = self._with_memory_retry(partial(_run_as, job.user, job.function))
+                pending = self._with_memory_retry(partial(run_as, job.user, job.function))
             except BaseException as error:  # noqa: BLE001
                 self._settle(job, error=error)
                 continue

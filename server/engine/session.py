@@ -8,16 +8,16 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from server.engine.engine import EMPTY_PREDICTION, Engine, Prediction, Timings
-from server.engine.multiwindow import tiled_step
-from server.engine.prompts import Box, Click, FieldOfView, Outline, PolygonRequest, validate_box, validate_click, validate_outline
-from server.engine.strategies import strategy_named
-from server.engine.views import ModelResolution, TiledView, View
-from server.errors import FailedPrecondition, InvalidArgument
-from server.geometry import PolygonOptions
-from server.models.preemption import yield_point
-from server.models.sam import Candidates, PendingDecode
-from server.slides import Rect
+from slidesam.server.engine.engine import EMPTY_PREDICTION, Engine, Prediction, Timings
+from slidesam.server.engine.multiwindow import tiled_step
+from slidesam.server.engine.prompts import Box, Click, FieldOfView, Outline, PolygonRequest, validate_box, validate_click, validate_outline
+from slidesam.server.engine.strategies import strategy_named
+from slidesam.server.engine.views import ModelResolution, TiledView, View
+from slidesam.server.errors import FailedPrecondition, InvalidArgument
+from slidesam.server.engine.geometry import PolygonOptions
+from slidesam.server.models.preemption import yield_point
+from slidesam.server.models.sam import Candidates, PendingDecode
+from slidesam.server.slides import Rect
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from server.errors import InvalidArgument
-from server.slides import Rect
+from slidesam.server.errors import InvalidArgument
+from slidesam.server.slides import Rect
 
 DEFAULT_WINDOW = 1024
 DEFAULT_OVERLAP = 256

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.errors import ModelUnavailable
+from slidesam.server.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from server.models.preemption import yield_point
+from slidesam.server.models.preemption import yield_point
 
 
 def encode_in_steps(encoder: nn.Module, pixels: torch.Tensor) -> torch.Tensor:

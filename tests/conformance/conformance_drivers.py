@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from qupath_bridge.client import Click, FieldOfView, ObjectResult, ObjectSession, ServerError, SlideImage, SlidesamClient, UploadedRegion
+from slidesam.qupath_bridge.client import Click, FieldOfView, ObjectResult, ObjectSession, ServerError, SlideImage, SlidesamClient, UploadedRegion
 
 Outcome = dict | tuple[str, str]
 """A step's result (the compared fields) or its error (status code name, message)."""

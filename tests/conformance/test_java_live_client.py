@@ -15,13 +15,13 @@ import openslide
 import pytest
 import shapely
 from conformance_drivers import Driver, python_outcome
-from qupath_bridge.client import Click, FieldOfView, SlideImage, SlidesamClient
-from qupath_bridge.fov import FovSettings, plan_region
-from qupath_bridge.project import Annotation, PathClass
-from qupath_bridge.prompts import PromptClasses, PromptGroup, find_prompt_groups, outside_image
-from qupath_bridge.results import Job, Segmentation, result_annotation
-from qupath_bridge.sync import PROMPTS_SOURCE, Settings
-from server.geometry import geometry_iou
+from slidesam.qupath_bridge.client import Click, FieldOfView, SlideImage, SlidesamClient
+from slidesam.qupath_bridge.fov import FovSettings, plan_region
+from slidesam.qupath_bridge.project import Annotation, PathClass
+from slidesam.qupath_bridge.prompts import PromptClasses, PromptGroup, find_prompt_groups, outside_image
+from slidesam.qupath_bridge.results import Job, Segmentation, result_annotation
+from slidesam.qupath_bridge.sync import PROMPTS_SOURCE, Settings
+from slidesam.server.engine.geometry import geometry_iou
 
 from tests.conftest import SLIDE_ID
 

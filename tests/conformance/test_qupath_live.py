@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import shapely
-from qupath_bridge.geojson import feature_to_annotation
-from qupath_support import run_groovy
+from slidesam.qupath_bridge.geojson import feature_to_annotation
+from support.qupath import run_groovy
 
 from tests.qupath_bridge.bridge_helpers import geojson_project, points, results, run_cli, write_prompts
 
@@ -47,7 +47,7 @@ def test_live_script_type_checks_against_qupaths_gui_api(qupath_typecheck, clien
 def small_slide(slide_root):
     """A slide no larger than sync's smallest field of view (2048 px a side): live and sync both read all of it
     at every step (live keeps an object's field of view while its points stay inside; sync plans one per run)."""
-    from server.testing.slide_writer import write_synthetic_slide
+    from slidesam.lab.synthetic.slide_writer import write_synthetic_slide
 
     path = slide_root / "live" / "small.svs"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import numpy as np
 import openslide
 import pytest
 from conformance_drivers import Driver, PythonSession
-from qupath_bridge.client import ServerError, SlidesamClient, TlsSettings, UploadedRegion
+from slidesam.qupath_bridge.client import ServerError, SlidesamClient, TlsSettings, UploadedRegion
 
 from tests.conftest import SLIDE_ID, make_server
 
@@ -150,8 +150,8 @@ def test_uploaded_pixels_are_sent_when_missing_and_give_the_same_polygons(driver
 @pytest.fixture(scope="module")
 def secure_server(model_registry, slide_root, synthetic_slide, tmp_path_factory):
     """TLS with client certificates (mutual TLS) and bearer tokens, as a shared lab server runs."""
-    from server.testing.certificates import write_certificates
-    from server.tokens import TokenStore
+    from support.certificates import write_certificates
+    from slidesam.server.edge.tokens import TokenStore
 
     folder = tmp_path_factory.mktemp("secure")
     certificates = write_certificates(folder / "tls")

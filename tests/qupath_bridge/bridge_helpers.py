@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from qupath_bridge import cli
-from qupath_bridge.geojson import feature_collection, write_geojson
-from qupath_bridge.geojson_project import GeoJSONProject
-from qupath_bridge.pixels import LocalSlides
-from qupath_bridge.project import ImageEntry
-from qupath_bridge.qupath_values import qupath_class_colour
+from slidesam.qupath_bridge import cli
+from slidesam.qupath_bridge.geojson import feature_collection, write_geojson
+from slidesam.qupath_bridge.geojson_project import GeoJSONProject
+from slidesam.qupath_bridge.pixels import LocalSlides
+from slidesam.qupath_bridge.project import ImageEntry
+from slidesam.qupath_bridge.qupath_values import qupath_class_colour
 
 
 
@@ -88,7 +88,7 @@ def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
 
 def cli_command(*args: str) -> list[str]:
     """The command line of `slidesam ARGS` as a separate process."""
-    return [sys.executable, "-m", "qupath_bridge.cli", *args]
+    return [sys.executable, "-m", "slidesam.qupath_bridge.cli", *args]
 
 
 def run_process(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ LEVELS = (1, 4)
 
 
 def _slide(path: Path, center: tuple[float, float], radii: tuple[float, float], seed: int):
-    from server.testing.slide_writer import write_synthetic_slide
+    from slidesam.lab.synthetic.slide_writer import write_synthetic_slide
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_synthetic_slide(path, *SIZE, levels=LEVELS, object_center=center, object_radii=radii, seed=seed)

@@ -13,7 +13,7 @@ import pytest
 import shapely
 from slidesam.v1 import slidesam_pb2 as pb
 
-from qupath_bridge.client import (
+from slidesam.qupath_bridge.client import (
     FieldOfView,
     ModelResolution,
     ObjectResult,
@@ -22,7 +22,7 @@ from qupath_bridge.client import (
     polygons_from_pb,
     polygons_to_pb,
 )
-from qupath_bridge.fov import FovSettings
+from slidesam.qupath_bridge.fov import FovSettings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # shapely warns when it builds a ring with NaN

@@ -7,7 +7,7 @@ import json
 import pytest
 import shapely
 
-from qupath_bridge.geojson import (
+from slidesam.qupath_bridge.geojson import (
     GeoJSONError,
     annotation_feature,
     annotation_to_feature,
@@ -16,8 +16,8 @@ from qupath_bridge.geojson import (
     is_annotation,
     parse_features,
 )
-from qupath_bridge.geojson_project import GeoJSONProject
-from qupath_bridge.project import ImageEntry
+from slidesam.qupath_bridge.geojson_project import GeoJSONProject
+from slidesam.qupath_bridge.project import ImageEntry
 
 SQUARE_WITH_HOLE = [
     [[100.0, 100.0], [900.0, 100.0], [900.0, 900.0], [100.0, 900.0], [100.0, 100.0]],

@@ -10,8 +10,8 @@ import pytest
 import shapely
 
 from bridge_helpers import geojson_project
-from qupath_bridge.project import Annotation, PathClass, ProjectChanged, open_project
-from qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement, same_geometry
+from slidesam.qupath_bridge.project import Annotation, PathClass, ProjectChanged, open_project
+from slidesam.qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement, same_geometry
 
 TUMOUR = Annotation(
     "6f0b9d3e-1c2a-4f5b-9e8d-7a6b5c4d3e21",

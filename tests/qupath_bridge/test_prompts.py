@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import shapely
 
-from qupath_bridge.client import Click
-from qupath_bridge.fov import FovSettings, plan_region
-from qupath_bridge.pixels import LocalSlides, SlideMap
-from qupath_bridge.project import Annotation, ImageEntry
-from qupath_bridge.prompts import PromptClasses, PromptGroup, find_prompt_groups, outside_image
-from qupath_bridge.tissue import TissueSettings, tissue_boxes, tissue_mask
+from slidesam.qupath_bridge.client import Click
+from slidesam.qupath_bridge.fov import FovSettings, plan_region
+from slidesam.qupath_bridge.pixels import LocalSlides, SlideMap
+from slidesam.qupath_bridge.project import Annotation, ImageEntry
+from slidesam.qupath_bridge.prompts import PromptClasses, PromptGroup, find_prompt_groups, outside_image
+from slidesam.qupath_bridge.tissue import TissueSettings, tissue_boxes, tissue_mask
 
 CLASSES = PromptClasses()
 

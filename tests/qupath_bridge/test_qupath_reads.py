@@ -14,12 +14,12 @@ import shapely
 from shapely.geometry import shape
 
 from bridge_helpers import box, features, geojson_project, points, write_prompts
-from qupath_bridge import cli
-from qupath_bridge.client import SlidesamClient
-from qupath_bridge.geojson import DESCRIPTION_KEY, annotation_to_feature, feature_collection, write_geojson
-from qupath_bridge.project import Annotation, open_project
-from qupath_bridge.qupath_values import qupath_class_colour, same_geometry
-from qupath_support import read_with_qupath
+from slidesam.qupath_bridge import cli
+from slidesam.qupath_bridge.client import SlidesamClient
+from slidesam.qupath_bridge.geojson import DESCRIPTION_KEY, annotation_to_feature, feature_collection, write_geojson
+from slidesam.qupath_bridge.project import Annotation, open_project
+from slidesam.qupath_bridge.qupath_values import qupath_class_colour, same_geometry
+from support.qupath import read_with_qupath
 
 pytestmark = pytest.mark.qupath
 ROOT = Path(__file__).resolve().parents[2]

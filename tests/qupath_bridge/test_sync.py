@@ -22,7 +22,7 @@ from bridge_helpers import (
     tree,
     write_prompts,
 )
-from qupath_bridge.geojson import write_geojson
+from slidesam.qupath_bridge.geojson import write_geojson
 
 CENTRE = (2000.0, 1500.0)  # the served slide's object (radii 500 x 350)
 

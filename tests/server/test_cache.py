@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from server.engine.cache import EmbeddingCache, EmbeddingKey
-from server.models.sam import ImageEmbedding
+from slidesam.server.engine.cache import EmbeddingCache, EmbeddingKey
+from slidesam.server.models.sam import ImageEmbedding
 
 
 def embedding(kib: int) -> ImageEmbedding:

@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 
 import pytest
-from server.cli import build_parser, serve_config
-from server.config import ConfigError, load_config
-from server.logs import configure_logging
+from slidesam.server.cli import build_parser, serve_config
+from slidesam.server.edge.config import ConfigError, load_config
+from slidesam.server.edge.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,10 +82,10 @@ def test_json_logs_carry_the_request_fields(restored_logging, monkeypatch):
     stream = io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)
     configure_logging("INFO", "json")
-    logging.getLogger("server.service").info("Interact clicks user=%s", "alice", extra={"user": "alice", "total_ms": 81.5, "code": "OK"})
+    logging.getLogger("slidesam.server.edge.service").info("Interact clicks user=%s", "alice", extra={"user": "alice", "total_ms": 81.5, "code": "OK"})
     record = json.loads(stream.getvalue().strip().splitlines()[-1])
     assert record["message"] == "Interact clicks user=alice" and record["level"] == "INFO"
-    assert record["user"] == "alice" and record["total_ms"] == 81.5 and record["logger"] == "server.service" and record["time"]
+    assert record["user"] == "alice" and record["total_ms"] == 81.5 and record["logger"] == "slidesam.server.edge.service" and record["time"]
 
 
 def test_one_worker_per_listed_device(tmp_path):

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from server.engine.embedding_store import MANIFEST, EmbeddingStore, StoreKey, encode_entry
-from server.engine.window_grid import WindowIndex
-from server.errors import FailedPrecondition, InvalidArgument
-from server.models.sam import ImageEmbedding
+from slidesam.server.engine.embedding_store import MANIFEST, EmbeddingStore, StoreKey, encode_entry
+from slidesam.server.engine.window_grid import WindowIndex
+from slidesam.server.errors import FailedPrecondition, InvalidArgument
+from slidesam.server.models.sam import ImageEmbedding
 
 KEY = StoreKey("mobile_sam@6dbb90523a35", "6dbb9052" * 8, "openslide-quickhash-1:abc", "ds2-w1024-o256",
                WindowIndex(1, 0), (1536.0, 0.0, 2048.0, 2048.0), 2.0)
@@ -120,7 +120,7 @@ def test_a_damaged_file_is_refused_with_a_warning_and_deleted(tmp_path, caplog, 
     store = EmbeddingStore(tmp_path / "store", 1 << 30)
     store.put(KEY, _embedding(0))
     damage(store.path(KEY))
-    with caplog.at_level(logging.WARNING, logger="server.engine.embedding_store"):
+    with caplog.at_level(logging.WARNING, logger="slidesam.server.engine.embedding_store"):
         assert store.get(KEY) is None
     assert reason in caplog.text and str(store.path(KEY)) in caplog.text and "encoded again" in caplog.text
     assert not store.path(KEY).exists()
@@ -144,7 +144,7 @@ def test_a_foreign_file_in_a_keys_place_is_refused(tmp_path, caplog, field, valu
     foreign = replace(KEY, **{field: value})
     store.path(KEY).parent.mkdir(parents=True)
     store.path(KEY).write_bytes(encode_entry(foreign, _embedding(0)))  # e.g. copied from another model's folder
-    with caplog.at_level(logging.WARNING, logger="server.engine.embedding_store"):
+    with caplog.at_level(logging.WARNING, logger="slidesam.server.engine.embedding_store"):
         assert store.get(KEY) is None
     assert f"holds {field}" in caplog.text and "foreign" in caplog.text
     assert not store.path(KEY).exists()
@@ -165,7 +165,7 @@ def test_files_written_by_another_process_are_served_and_counted(tmp_path):
     script = (
         "import sys, torch; sys.path.insert(0, '.')\n"
         "from tests.server.test_embedding_store import KEY, _embedding\n"
-        "from server.engine.embedding_store import EmbeddingStore\n"
+        "from slidesam.server.engine.embedding_store import EmbeddingStore\n"
         f"EmbeddingStore({str(root)!r}, 1 << 30).put(KEY, _embedding(7))\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).resolve().parents[2])

@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 from scipy import ndimage
-from server.evaluation.clicker import Clicker
-from server.evaluation.datasets import PatchFolder, WsiDataset, WsiSampling
-from server.evaluation.evaluate import run_evaluation
-from server.evaluation.metrics import iou_drops, number_of_clicks, summarise
-from server.evaluation.runner import EngineBackend, GrpcBackend, evaluate_sample
-from server.geometry import RegionTransform, geometry_to_mask
-from server.testing.wsi_datasets import exclusion_of, write_camelyon_dataset, write_paip_dataset
+from slidesam.lab.evaluation.clicker import Clicker
+from slidesam.lab.evaluation.datasets import PatchFolder, WsiDataset, WsiSampling
+from slidesam.lab.evaluation.evaluate import run_evaluation
+from slidesam.lab.evaluation.metrics import iou_drops, number_of_clicks, summarise
+from slidesam.lab.evaluation.runner import EngineBackend, GrpcBackend, evaluate_sample
+from slidesam.server.engine.geometry import RegionTransform, geometry_to_mask
+from slidesam.lab.synthetic.wsi_datasets import exclusion_of, write_camelyon_dataset, write_paip_dataset
 from skimage import data as skimage_data
 
 # --------------------------------------------------------------------------------------- simulator
@@ -80,7 +80,7 @@ def test_noc_is_the_maximum_when_the_threshold_is_never_reached():
 @pytest.fixture(scope="module")
 def ihc_patches(tmp_path_factory) -> Path:
     """scikit-image's real IHC image with DAB-derived objects (ground_truth.object_masks)."""
-    from server.evaluation.ground_truth import object_masks
+    from slidesam.lab.evaluation.ground_truth import object_masks
 
     folder = tmp_path_factory.mktemp("ihc")
     rgb = skimage_data.immunohistochemistry()
@@ -176,7 +176,7 @@ def test_killed_run_resumes_and_reports(model_registry, ihc_patches, tmp_path):
     done = evaluate_sample(backend, first, 3)
     done["marker"] = "from the killed run"
     partial = tmp_path / "results.partial.jsonl"
-    from server.evaluation.runner import PartialResults
+    from slidesam.lab.evaluation.runner import PartialResults
 
     PartialResults(partial, config).add(done)
     with partial.open("a") as out:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server.evaluation.datasets import PatchFolder
-from server.evaluation.metrics import boundary, boundary_f_score, boundary_summary, summarise
-from server.evaluation.report import seconds_per_click
-from server.evaluation.runner import EngineBackend, GrpcBackend, evaluate_sample
+from slidesam.lab.evaluation.datasets import PatchFolder
+from slidesam.lab.evaluation.metrics import boundary, boundary_f_score, boundary_summary, summarise
+from slidesam.lab.evaluation.report import seconds_per_click
+from slidesam.lab.evaluation.runner import EngineBackend, GrpcBackend, evaluate_sample
 
 # --------------------------------------------------------------------------------------- boundary F
 
@@ -141,8 +141,8 @@ def test_boundary_summary_and_seconds_per_click_with_a_precomputed_store():
 
 @pytest.fixture(scope="module")
 def large_set(tmp_path_factory) -> Path:
-    from server.evaluation.large_patches import build_large_patches
-    from server.models.checkpoints import default_model_dir
+    from slidesam.lab.evaluation.large_patches import build_large_patches
+    from slidesam.server.models.checkpoints import default_model_dir
 
     out = tmp_path_factory.mktemp("large")
     build_large_patches(out, default_model_dir().parent / "samples")
@@ -261,8 +261,8 @@ def test_patches_opened_on_their_slide_give_the_same_ious_as_uploaded_ones(model
 
 
 def test_a_precomputed_slide_serves_the_fine_windows_and_the_report_says_so(model_registry, large_set, one_large_sample, tmp_path):
-    from server.engine.embedding_store import EmbeddingStore
-    from server.evaluation.report import build_results
+    from slidesam.server.engine.embedding_store import EmbeddingStore
+    from slidesam.lab.evaluation.report import build_results
 
     store = tmp_path / "store"
     completed = subprocess.run(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.fair_share import FairShareLRU, Full
+from slidesam.server.fair_share import FairShareLRU, Full
 
 
 def store(budget: int = 100) -> FairShareLRU[str, int]:

@@ -1,7 +1,7 @@
 """Fuzzing every request message against a real server over loopback gRPC (Hypothesis).
 
 The requests go through the raw generated stubs (the Python client validates before sending), typed
-(strategies in server/testing/fuzz_messages.py: plausible values mixed with hostile ones) and as raw
+(strategies in tests/support/fuzz_messages.py: plausible values mixed with hostile ones) and as raw
 bytes (random, or serialized requests mutated at the byte level). Properties:
 
 - every unary call ends OK or with a status that is not INTERNAL/UNKNOWN (nor a deadline, i.e. a
@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 
-from server.testing.fuzz_messages import FuzzTarget, RequestStrategies
+from support.fuzz_messages import FuzzTarget, RequestStrategies
 from tests.conftest import make_server
 
 # The server decodes fuzzed images in this process; PIL warns about their broken TIFF tags.
@@ -173,7 +173,7 @@ SERVER_EXCEPTIONS = ServerExceptions()
 
 @pytest.fixture(scope="module")
 def fuzz_server(model_registry, fuzz_root):
-    logger = logging.getLogger("server")
+    logger = logging.getLogger("slidesam")
     logger.addHandler(SERVER_EXCEPTIONS)
     # multi-window objects stay small and their steps short (larger ones are refused, which is fuzzed too)
     running = make_server(model_registry, fuzz_root, max_step_encodes=2, max_object_mpixels=3)

@@ -1,12 +1,12 @@
-"""Tests for server.geometry: mask -> level-0 polygons and back."""
+"""Tests for slidesam.server.engine.geometry: mask -> level-0 polygons and back."""
 
 import cv2
 import numpy as np
 import pytest
 import shapely
 
-from server import geometry
-from server.geometry import (
+from slidesam.server.engine import geometry
+from slidesam.server.engine.geometry import (
     PolygonOptions,
     RegionTransform,
     count_vertices,

@@ -14,14 +14,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from qupath_bridge.client import FieldOfView, ServerError, SlideImage
+from slidesam.qupath_bridge.client import FieldOfView, ServerError, SlideImage
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 
-from server.engine.session import MAX_HISTORY_BYTES, MAX_HISTORY_STEPS, ObjectSession
-from server.testing.hostile_images import deep_rgba_png, lying_jpeg, many_scan_jpeg
-from server.testing.interact_stream import InteractStream
-from server.tokens import TokenStore, UserLimits
+from slidesam.server.engine.session import MAX_HISTORY_BYTES, MAX_HISTORY_STEPS, ObjectSession
+from slidesam.lab.synthetic.hostile_images import deep_rgba_png, lying_jpeg, many_scan_jpeg
+from slidesam.lab.interact_stream import InteractStream
+from slidesam.server.edge.tokens import TokenStore, UserLimits
 from tests.conftest import SLIDE_ID, make_server
 from tests.server.test_shared_server import centre, client_for, fov_at
 
@@ -314,8 +314,8 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 def _engine_fov(slide):
-    from server.engine.prompts import FieldOfView as EngineFov, SlideRef
-    from server.slides import Rect, Resolution
+    from slidesam.server.engine.prompts import FieldOfView as EngineFov, SlideRef
+    from slidesam.server.slides import Rect, Resolution
 
     minx, miny, maxx, maxy = slide.object_geometry.bounds
     return EngineFov(SlideRef(SLIDE_ID), Rect(minx - 800, miny - 800, maxx - minx + 1600, maxy - miny + 1600),
@@ -323,12 +323,12 @@ def _engine_fov(slide):
 
 
 def _polygons():
-    from server.engine.prompts import PolygonRequest
+    from slidesam.server.engine.prompts import PolygonRequest
 
     return PolygonRequest()
 
 
 def _box_around(x: float, y: float, half: float):
-    from server.engine.prompts import Box
+    from slidesam.server.engine.prompts import Box
 
     return Box(x - half, y - half, 2 * half, 2 * half)

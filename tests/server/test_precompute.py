@@ -17,12 +17,12 @@ import pytest
 import tifffile
 import torch
 
-from server.cli import build_parser
-from server.engine.embedding_store import EmbeddingStore
-from server.engine.window_grid import WindowGrid, WindowIndex
-from server.precompute import open_slide, precompute, read_thumbnail, store_key, tissue_mask, tissue_windows
-from server.slides import Resolution
-from server.testing.tissue_slide import write_tissue_slide
+from slidesam.server.cli import build_parser
+from slidesam.server.engine.embedding_store import EmbeddingStore
+from slidesam.server.engine.window_grid import WindowGrid, WindowIndex
+from slidesam.server.engine.precompute import open_slide, precompute, read_thumbnail, store_key, tissue_mask, tissue_windows
+from slidesam.server.slides import Resolution
+from slidesam.lab.synthetic.tissue_slide import write_tissue_slide
 
 REPO = Path(__file__).resolve().parents[2]
 SLIDE_ID = "cases/tissue.svs"
@@ -58,14 +58,14 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", "precompute", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "slidesam.server.cli", "precompute", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
     )
 
 
 def _refused(capsys, *args: str) -> tuple[int, str]:
     """Runs `slidesam-server precompute ARGS` in this process (refusals come before any model work):
     the exit code and what it wrote on stderr."""
-    from server.cli import main
+    from slidesam.server.cli import main
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
@@ -120,7 +120,7 @@ def test_encode_many_batches_a_sam_vit_encoder_too():
 
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-    from server.models.sam import SamModel
+    from slidesam.server.models.sam import SamModel
 
     torch.manual_seed(0)
     encoder = ImageEncoderViT(
@@ -156,7 +156,7 @@ def test_damaged_and_foreign_files_are_refused_and_encoded_again(reference, tiss
     _break_four_ways(root)
     assert _files(root) != files
     damaged = EmbeddingStore(root, 1 << 30)
-    with caplog.at_level("WARNING", logger="server.engine.embedding_store"):
+    with caplog.at_level("WARNING", logger="slidesam.server.engine.embedding_store"):
         report = _precompute(damaged, model_registry, tissue_root)
     assert report.encoded == 4 and damaged.stats().refused == 4
     for reason in ("does not match the SHA-256", "truncated", "header is not valid", "holds window [0, 1], not the [1, 1] asked for"):
@@ -169,7 +169,7 @@ def test_precompute_resumes_after_sigkill_with_a_byte_identical_store(reference,
     store = tmp_path / "store"
     args = [SLIDE_ID, "--slide-root", str(tissue_root), "--magnification", "10", "--store", str(store), "--batch-size", "1",
             "--dtype", "float32"]
-    process = subprocess.Popen([sys.executable, "-m", "server.cli", "precompute", *args], cwd=REPO,
+    process = subprocess.Popen([sys.executable, "-m", "slidesam.server.cli", "precompute", *args], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not list(store.rglob("*.emb")) and process.poll() is None and time.monotonic() < deadline:

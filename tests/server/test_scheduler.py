@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 import torch
-from server.engine.scheduler import FairQueue, Job, Priority, Scheduler, SchedulerConfig
-from server.errors import DeadlineExceeded, ResourceExhausted
-from server.models.preemption import preemption_hook, yield_point
-from server.models.sam import DecodeInput, PendingDecode
+from slidesam.server.engine.scheduler import FairQueue, Job, Priority, Scheduler, SchedulerConfig
+from slidesam.server.errors import DeadlineExceeded, ResourceExhausted
+from slidesam.server.models.preemption import preemption_hook, yield_point
+from slidesam.server.models.sam import DecodeInput, PendingDecode
 
 
 def run(coroutine):
@@ -298,7 +298,7 @@ def test_stepped_encode_is_exactly_the_encoder_and_pauses_between_blocks(model_r
 
 def test_stepped_encode_of_a_sam_vit_encoder():
     from segment_anything.modeling.image_encoder import ImageEncoderViT
-    from server.models.encoder_steps import encode_in_steps
+    from slidesam.server.models.encoder_steps import encode_in_steps
 
     torch.manual_seed(0)
     encoder = ImageEncoderViT(img_size=64, patch_size=16, embed_dim=32, depth=3, num_heads=2, out_chans=16, window_size=2,

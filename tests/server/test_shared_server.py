@@ -15,9 +15,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from qupath_bridge.client import Click, ConnectionLost, FieldOfView, ServerError, SlideImage, SlidesamClient, TlsSettings
-from server.testing.certificates import write_certificates
-from server.tokens import TokenStore, UserLimits
+from slidesam.qupath_bridge.client import Click, ConnectionLost, FieldOfView, ServerError, SlideImage, SlidesamClient, TlsSettings
+from support.certificates import write_certificates
+from slidesam.server.edge.tokens import TokenStore, UserLimits
 
 from tests.conftest import SLIDE_ID, make_server
 
@@ -132,7 +132,7 @@ def test_per_user_stream_limit(secured, synthetic_slide, tokens):
 def test_per_user_upload_rate_limit(secured, tokens):
     import cv2
     import numpy as np
-    from qupath_bridge.client import UploadedRegion
+    from slidesam.qupath_bridge.client import UploadedRegion
 
     def region(seed: int) -> UploadedRegion:
         pixels = np.random.default_rng(seed).integers(0, 255, (200, 200, 3), dtype=np.uint8)
@@ -152,7 +152,7 @@ def test_killed_client_frees_its_stream_and_object(secured, synthetic_slide, tok
     fov = fov_at(synthetic_slide)
     script = textwrap.dedent(f"""
         import time
-        from qupath_bridge.client import FieldOfView, SlideImage, SlidesamClient
+        from slidesam.qupath_bridge.client import FieldOfView, SlideImage, SlidesamClient
         client = SlidesamClient({secured.address!r}, token={tokens['carol']!r})
         fov = FieldOfView(SlideImage({SLIDE_ID!r}), {fov.x!r}, {fov.y!r}, {fov.width!r}, {fov.height!r}, downsample=16.0)
         session = client.open_object(fov, object_id="left-behind")

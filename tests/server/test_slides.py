@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
-from server.slides import (
+from slidesam.server.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from slidesam.server.slides import (
     ArrayImageSource,
     Rect,
     Resolution,
@@ -19,7 +19,7 @@ from server.slides import (
     plan_region,
     resolve_downsample,
 )
-from server.testing.slide_writer import SyntheticSlide, write_synthetic_slide
+from slidesam.lab.synthetic.slide_writer import SyntheticSlide, write_synthetic_slide
 
 WIDTH, HEIGHT = 4096, 3072
 

@@ -9,8 +9,8 @@ import numpy as np
 import openslide
 import pytest
 import shapely
-from qupath_bridge.client import Click, FieldOfView, SlideImage
-from server.engine.strategies import choose_plain
+from slidesam.qupath_bridge.client import Click, FieldOfView, SlideImage
+from slidesam.server.engine.strategies import choose_plain
 
 REGION = (900.0, 1300.0, 1200.0, 1200.0)
 CLICKS = [Click(1350.0, 1920.0), Click(1175.0, 1850.0), Click(1560.0, 2070.0, False), Click(1245.0, 2085.0, False),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import InvalidArgument, NotFound
-from server.tokens import TokenFileError, TokenStore, UserLimits, add_token_commands, run_tokens_command
+from slidesam.server.errors import InvalidArgument, NotFound
+from slidesam.server.edge.tokens import TokenFileError, TokenStore, UserLimits, add_token_commands, run_tokens_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -189,7 +189,7 @@ def test_valid_names_and_bad_limits(path):
 _ADD_MANY = """
 import sys
 from pathlib import Path
-from server.tokens import TokenStore
+from slidesam.server.edge.tokens import TokenStore
 store = TokenStore(Path(sys.argv[1]))
 print("ready", flush=True)
 sys.stdin.read()  # all start adding when the test closes stdin
@@ -273,5 +273,5 @@ def test_cli_default_file_and_help(tmp_path, monkeypatch, capsys):
 
 
 def test_tokens_do_not_load_torch():
-    code = "import sys, server.tokens; print('torch' in sys.modules)"
+    code = "import sys, slidesam.server.edge.tokens; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True).stdout.strip() == "False"

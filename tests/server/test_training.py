@@ -9,15 +9,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from qupath_bridge.client import FieldOfView, SlideImage
-from server.evaluation.datasets import PatchFolder
-from server.evaluation.ground_truth import stain_mask
-from server.models.registry import ModelRegistry
-from server.training.data import Patch, split
-from server.training.enhanced_decoder import EnhancedDecoderConfig
-from server.training.loop import Trainer, TrainConfig
-from server.training.run import train
-from server.training.scenarios import SCENARIOS, set_trainable, with_enhanced_decoder
+from slidesam.qupath_bridge.client import FieldOfView, SlideImage
+from slidesam.lab.evaluation.datasets import PatchFolder
+from slidesam.lab.evaluation.ground_truth import stain_mask
+from slidesam.server.models.registry import ModelRegistry
+from slidesam.lab.training.data import Patch, split
+from slidesam.server.models.enhanced_decoder import EnhancedDecoderConfig
+from slidesam.lab.training.loop import Trainer, TrainConfig
+from slidesam.lab.training.run import train
+from slidesam.lab.training.scenarios import SCENARIOS, set_trainable, with_enhanced_decoder
 from skimage import data as skimage_data
 
 from tests.conftest import SLIDE_ID, make_server
@@ -128,7 +128,7 @@ def test_finetuned_enhanced_checkpoint_is_served_and_answers_clicks(model_regist
     assert spec.checkpoint == path and spec.architecture == "vit_t"
     server = make_server(registry, slide_root)
     try:
-        from qupath_bridge.client import SlidesamClient
+        from slidesam.qupath_bridge.client import SlidesamClient
 
         with SlidesamClient(server.address) as client:
             assert "mobile_sam-enhanced-test" in {m.name for m in client.list_models()}

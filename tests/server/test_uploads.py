@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from server.errors import InvalidArgument, NotFound, ResourceExhausted
-from server.image_decoding import read_header
-from server.testing.hostile_images import many_scan_jpeg
-from server.uploads import MAX_JPEG_SCANS, UploadStore
+from slidesam.server.errors import InvalidArgument, NotFound, ResourceExhausted
+from slidesam.server.uploads.decoding import read_header
+from slidesam.lab.synthetic.hostile_images import many_scan_jpeg
+from slidesam.server.uploads.store import MAX_JPEG_SCANS, UploadStore
 
 
 def _rgb(rows: int = 40, columns: int = 60, seed: int = 0) -> np.ndarray:

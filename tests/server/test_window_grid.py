@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.engine.window_grid import WindowGrid, WindowIndex
-from server.errors import InvalidArgument
-from server.slides import Rect
+from slidesam.server.engine.window_grid import WindowGrid, WindowIndex
+from slidesam.server.errors import InvalidArgument
+from slidesam.server.slides import Rect
 
 grids = st.builds(
     WindowGrid,

@@ -1,0 +1,1 @@
+"""Lab work beside serving: evaluation and fine-tuning (they simulate a user, so they may use both the client and the engine) and the synthetic slides and hostile inputs that tests and benchmarks generate."""

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests only: fuzzing strategies, TLS certificates and QuPath."""
