@@ -1,1 +1,1 @@
-"""Lab work beside serving: evaluation and fine-tuning (they simulate a user, so they may use both the client and the engine) and the synthetic slides and hostile inputs that tests and benchmarks generate."""
+"""Lab work beside serving: evaluation and fine-tuning (they simulate a user, so they may use both the client and the engine), the synthetic slides and hostile inputs that tests and benchmarks generate, and what the scripts share (a server in its own process, the demo's object, the load test)."""

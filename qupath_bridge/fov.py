@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from slidesam.qupath_bridge.client import WINDOW_MODES
 from slidesam.qupath_bridge.prompts import PromptGroup
+from slidesam.qupath_bridge.wire_requests import window_mode
 
 MODEL_INPUT = 1024
 
@@ -34,8 +34,7 @@ class FovSettings:
     align_to_grid: bool = False
 
     def __post_init__(self) -> None:
-        if self.windows not in WINDOW_MODES:
-            raise ValueError(f"unknown window mode {self.windows!r}; choose one of {', '.join(WINDOW_MODES)}")
+        window_mode(self.windows)
         chosen = [v for v in (self.mpp, self.magnification, self.downsample) if v is not None]
         if len(chosen) > 1:
             raise ValueError("give at most one of mpp, magnification and downsample")
@@ -49,13 +48,13 @@ class FovSettings:
         return {k: v for k, v in asdict(self).items() if v is not None and not (k in defaults and v == defaults[k])}
 
 
-def plan_region(group: PromptGroup, width: int, height: int, settings: FovSettings) -> tuple[int, int, int, int]:
+def region_around_group(group: PromptGroup, width: int, height: int, settings: FovSettings) -> tuple[int, int, int, int]:
     """The level-0 (x, y, width, height) SAM sees for the group, inside the image width x height."""
     xs, ys = zip(*group.points())
-    return plan_bounds((min(xs), min(ys), max(xs), max(ys)), width, height, settings)
+    return region_around_bounds((min(xs), min(ys), max(xs), max(ys)), width, height, settings)
 
 
-def plan_bounds(
+def region_around_bounds(
     bounds: tuple[float, float, float, float], width: int, height: int, settings: FovSettings
 ) -> tuple[int, int, int, int]:
     """The level-0 (x, y, width, height) around level-0 bounds (x0, y0, x1, y1), inside the image."""

@@ -32,9 +32,10 @@ from typing import Any, Iterable, Mapping
 import shapely
 import shapely.geometry
 
-from slidesam.qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement
+from slidesam.atomic_files import atomic_write
+
 from slidesam.qupath_bridge.project import Annotation
-from slidesam.qupath_bridge.safety import atomic_write
+from slidesam.qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement
 
 DESCRIPTION_KEY = "ANNOTATION_DESCRIPTION"
 _LEGACY_DESCRIPTION_KEY = "description"

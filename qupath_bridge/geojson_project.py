@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Sequence
 
-from slidesam.qupath_bridge.qupath_values import qupath_class_colour
+from slidesam.atomic_files import atomic_write
+
 from slidesam.qupath_bridge.geojson import (
     annotation_to_feature,
     dumps,
@@ -38,7 +39,8 @@ from slidesam.qupath_bridge.geojson import (
     parse_features,
 )
 from slidesam.qupath_bridge.project import Annotation, ImageEntry, PathClass, ProjectError
-from slidesam.qupath_bridge.safety import Backups, FileStamp, atomic_write
+from slidesam.qupath_bridge.qupath_values import qupath_class_colour
+from slidesam.qupath_bridge.safety import Backups, FileStamp
 
 MANIFEST = "slidesam-project.json"
 FORMAT = "slidesam-geojson-project"

@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 import openslide
 
-from slidesam.qupath_bridge.client import FieldOfView, SlideImage, UploadedRegion
 from slidesam.qupath_bridge.fov import MODEL_INPUT, FovSettings
 from slidesam.qupath_bridge.project import ImageEntry
+from slidesam.qupath_bridge.wire_requests import FieldOfView, SlideImage, UploadedRegion
 
 _LEVEL_TOLERANCE = 1e-6
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from slidesam.atomic_files import atomic_write
 from tqdm import tqdm
 
 from slidesam.qupath_bridge.geojson import dumps
@@ -32,7 +33,7 @@ from slidesam.qupath_bridge.project import ImageEntry
 from slidesam.qupath_bridge.prompt_sources import PromptSource, PromptSourceError
 from slidesam.qupath_bridge.prompts import outside_image
 from slidesam.qupath_bridge.results import Job, apply, plan, result_annotation
-from slidesam.qupath_bridge.safety import STATE_DIR, atomic_write
+from slidesam.qupath_bridge.safety import STATE_DIR
 from slidesam.qupath_bridge.segmenter import Segmenter
 from slidesam.qupath_bridge.sync import IMAGE_ERRORS, ImageReport, ProjectOpener, Settings, select_images
 

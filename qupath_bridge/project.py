@@ -1,7 +1,8 @@
 """The one small interface every project backend implements, and the objects that cross it.
 
 Two backends: `GeoJSONProject` (a folder of QuPath GeoJSON files plus a manifest) and
-`PaquoProject` (a QuPath `.qpproj` project through paquo). Everything above this interface
+`PaquoProject` (a QuPath `.qpproj` project through paquo); `project_backends.open_project` picks one
+for a path. Both import this module, which imports neither. Everything above this interface
 (prompt groups, sync, pre-annotation, export/import) only sees `Project`, `ImageEntry`,
 `Annotation` and `PathClass`.
 """
@@ -109,19 +110,3 @@ class Project(Protocol):
 
     def close(self) -> None: ...
 
-
-def open_project(path: Path, *, writable: bool = True) -> Project:
-    """A GeoJSON project (folder with `slidesam-project.json`) or a QuPath project (`.qpproj` or its folder)."""
-    from slidesam.qupath_bridge.geojson_project import MANIFEST, GeoJSONProject
-
-    path = Path(path)
-    if path.name == MANIFEST or (path / MANIFEST).is_file():
-        return GeoJSONProject(path.parent if path.name == MANIFEST else path)
-    if path.suffix == ".qpproj" or (path / "project.qpproj").is_file():
-        from slidesam.qupath_bridge.paquo_project import PaquoProject
-
-        return PaquoProject(path, writable=writable)
-    raise ProjectError(
-        f"{path} is neither a QuPath project (project.qpproj) nor a GeoJSON project ({MANIFEST}); "
-        "create a GeoJSON project with `slidesam init DIR SLIDE...`"
-    )

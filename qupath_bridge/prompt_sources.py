@@ -19,12 +19,12 @@ from typing import Protocol
 
 import numpy as np
 
-from slidesam.qupath_bridge.client import Click
 from slidesam.qupath_bridge.geojson import GeoJSONError, feature_to_annotation, read_features
 from slidesam.qupath_bridge.pixels import PixelSource, SlideUnreadable
 from slidesam.qupath_bridge.project import ImageEntry
 from slidesam.qupath_bridge.prompts import PromptClasses, PromptGroup, find_prompt_groups
 from slidesam.qupath_bridge.tissue import TissueSettings, tissue_boxes, tissue_mask
+from slidesam.qupath_bridge.wire_requests import Click
 
 
 class PromptSourceError(ValueError):

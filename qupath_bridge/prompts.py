@@ -23,8 +23,8 @@ from typing import Mapping, Sequence
 
 import shapely
 
-from slidesam.qupath_bridge.client import Click
 from slidesam.qupath_bridge.project import Annotation
+from slidesam.qupath_bridge.wire_requests import Click
 
 RESULT_PREFIX = "SAM"
 

@@ -42,11 +42,12 @@ import grpc
 import shapely
 from tqdm import tqdm
 
-from slidesam.qupath_bridge.client import ServerError, outline_geometry
+from slidesam.qupath_bridge.errors import ServerError
 from slidesam.qupath_bridge.project import Annotation, ImageEntry, Project, ProjectError
 from slidesam.qupath_bridge.results import Segmentation, created_time, provenance
 from slidesam.qupath_bridge.segmenter import Segmenter
 from slidesam.qupath_bridge.sync import IMAGE_ERRORS, ProjectOpener, select_images
+from slidesam.qupath_bridge.wire_geometry import outline_geometry
 
 log = logging.getLogger(__name__)
 

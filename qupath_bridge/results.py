@@ -10,7 +10,7 @@ A result carries its provenance three ways: its name ("SAM: <group>"), measureme
                     "encoder_mpp": 0.5, "downsampled": false, "windows": 4, "coarse_downsample": 5.9},
      "created": "2026-11-26T15:00:00Z"}
 
-`resolution` is the resolution the model saw beside the one asked for (see `client.ModelResolution`;
+`resolution` is the resolution the model saw beside the one asked for (see `wire_results.ModelResolution`;
 absent when the server does not report it); `downsampled` true means the polygon is coarser than asked.
 
 `prompts_sha256` hashes the prompts and every setting that shapes the result (model, field of view,
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Mapping, Sequence
 
-from slidesam.qupath_bridge.client import ObjectResult
 from slidesam.qupath_bridge.project import Annotation, PathClass, Project
 from slidesam.qupath_bridge.prompts import PromptGroup
+from slidesam.qupath_bridge.wire_results import ObjectResult
 
 _RESULT_NAMESPACE = uuid.UUID("0d7d8f5e-2b55-4a57-9c55-3e0f4f1f7c21")
 

@@ -1,10 +1,9 @@
-"""Safe writes to a project: timestamped backups, atomic replacement, and detection of concurrent saves."""
+"""Safe writes to a project: timestamped backups and detection of concurrent saves (atomic replacement is
+`slidesam.atomic_files`)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,21 +35,6 @@ class FileStamp:
                 f"{path} changed on disk since slidesam read it (saved from QuPath or another tool?); "
                 "it was left as it is: run the command again to work on the new version"
             )
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Writes through a temporary file in the same folder and os.replace, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class Backups:

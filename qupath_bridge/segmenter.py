@@ -12,12 +12,15 @@ import threading
 
 import shapely
 
-from slidesam.qupath_bridge.client import ConnectionLost, ObjectResult, PolygonOptions, SlidesamClient
-from slidesam.qupath_bridge.fov import FovSettings, plan_bounds, plan_region
+from slidesam.qupath_bridge.client import SlidesamClient
+from slidesam.qupath_bridge.errors import ConnectionLost
+from slidesam.qupath_bridge.fov import FovSettings, region_around_bounds, region_around_group
 from slidesam.qupath_bridge.pixels import PixelSource
 from slidesam.qupath_bridge.project import ImageEntry
 from slidesam.qupath_bridge.prompts import PromptGroup
 from slidesam.qupath_bridge.results import Segmentation
+from slidesam.qupath_bridge.wire_requests import PolygonOptions
+from slidesam.qupath_bridge.wire_results import ObjectResult
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ class Segmenter:
         step, as a user in QuPath would; batch: the same prompts in one Segment call."""
         checkpoints = self._connect()
         width, height = self.pixels.size(image)
-        region = plan_region(group, width, height, self.fov)
+        region = region_around_group(group, width, height, self.fov)
         fov = self.pixels.field_of_view(image, region, self.fov)
         if interactive:
             with self.client.open_object(fov, self.model, self.polygon) as session:
@@ -67,7 +70,7 @@ class Segmenter:
         field of view is the outline's bounding box grown by the margin, inside the image."""
         checkpoints = self._connect()
         width, height = self.pixels.size(image)
-        region = plan_bounds(outline.bounds, width, height, self.fov)
+        region = region_around_bounds(outline.bounds, width, height, self.fov)
         fov = self.pixels.field_of_view(image, region, self.fov)
         result = self.client.segment(fov, model=self.model, polygon_options=self.polygon, outline=outline)
         return self._answer(result, region, checkpoints, f"{image.name}, {label}")

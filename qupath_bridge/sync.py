@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Sequence
 
 from tqdm import tqdm
 
-from slidesam.qupath_bridge.client import PolygonOptions, ServerError
+from slidesam.qupath_bridge.errors import ServerError
 from slidesam.qupath_bridge.fov import FovSettings
 from slidesam.qupath_bridge.geojson import GeoJSONError
 from slidesam.qupath_bridge.pixels import SlideUnreadable
@@ -22,6 +22,7 @@ from slidesam.qupath_bridge.project import ImageEntry, PathClass, Project, Proje
 from slidesam.qupath_bridge.prompts import PromptClasses, find_prompt_groups, outside_image
 from slidesam.qupath_bridge.results import apply, plan, result_annotation
 from slidesam.qupath_bridge.segmenter import Segmenter
+from slidesam.qupath_bridge.wire_requests import PolygonOptions
 
 PROMPTS_SOURCE = "prompts"
 ProjectOpener = Callable[[], Project]

@@ -33,18 +33,20 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from slidesam.v1 import slidesam_pb2 as pb
-from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadtest import ServerProcess, RssSampler, memory_mib, write_slides  # noqa: E402
-
-from slidesam.qupath_bridge.client import Click, FieldOfView, ServerError, SlidesamClient, UploadedRegion  # noqa: E402
-from slidesam.server.models.registry import DEFAULT_MODEL, ModelRegistry  # noqa: E402
-from slidesam.lab.synthetic.hostile_images import deep_rgba_png, lying_jpeg, many_scan_jpeg  # noqa: E402
-from slidesam.lab.interact_stream import InteractStream  # noqa: E402
-from slidesam.server.edge.tokens import TokenStore, UserLimits  # noqa: E402
+from slidesam.lab.interact_stream import InteractStream
+from slidesam.lab.local_server import LocalServer
+from slidesam.lab.loadtest.targets import Slides, Target, write_slides
+from slidesam.lab.server_probes import RssSampler, memory_mib
+from slidesam.lab.synthetic.hostile_images import deep_rgba_png, lying_jpeg, many_scan_jpeg
+from slidesam.qupath_bridge.client import SlidesamClient
+from slidesam.qupath_bridge.errors import ServerError
+from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, UploadedRegion
+from slidesam.server.edge.tokens import TokenStore, UserLimits
+from slidesam.server.models.registry import DEFAULT_MODEL, ModelRegistry
+from slidesam.v1 import slidesam_pb2 as pb
+from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 ATTACKERS = 6
@@ -60,7 +62,7 @@ def stream_for(address: str, secret: str) -> tuple[grpc.Channel, InteractStream]
     return channel, InteractStream(pb_grpc.SegmentationStub(channel), (("authorization", f"Bearer {secret}"),))
 
 
-def attack_revoke(address: str, store: TokenStore, target, repeats: int) -> dict:
+def attack_revoke(address: str, store: TokenStore, target: Target, repeats: int) -> dict:
     delays = []
     for index in tqdm(range(repeats), desc="revoke", file=sys.stderr):
         secret, _ = store.add(f"revoked-{index}")
@@ -85,7 +87,7 @@ def heavy_images(seed: int) -> list[bytes]:
             many_scan_jpeg(8192, 10, grey=seed * 4 + 1), lying_jpeg(8000 + seed, 8000)]
 
 
-def attack_uploads(address: str, store: TokenStore, slides, pid: int, opens: int) -> dict:
+def attack_uploads(address: str, store: TokenStore, slides: Slides, pid: int, opens: int) -> dict:
     victim = SlidesamClient(address, token=store.add("victim")[0])
     secrets = [store.add(f"uploader-{index}", UserLimits(upload_bytes_per_minute=4096 * 2**20))[0] for index in range(ATTACKERS)]
     images = [heavy_images(seed) for seed in range(ATTACKERS)]
@@ -152,7 +154,7 @@ def attack_rate_limit(address: str, store: TokenStore) -> dict:
     return {"requests": 8, "not_refused_by_the_rate_limit": through, "seconds": round(time.perf_counter() - started, 1)}
 
 
-def attack_history(address: str, store: TokenStore, slides, pid: int, objects: int) -> dict:
+def attack_history(address: str, store: TokenStore, slides: Slides, pid: int, objects: int) -> dict:
     secret, _ = store.add("history", UserLimits(max_streams=objects))
     target = slides.fresh_target()
     x0, y0, x1, y1 = target.inside.bounds
@@ -173,7 +175,7 @@ def attack_history(address: str, store: TokenStore, slides, pid: int, objects: i
             "growth_per_object_mib": round((after - before) / objects, 1)}
 
 
-def attack_segment(address: str, store: TokenStore, slides) -> dict:
+def attack_segment(address: str, store: TokenStore, slides: Slides) -> dict:
     secret, _ = store.add("clicks")
     target = slides.fresh_target()
     x0, y0, x1, y1 = target.inside.bounds
@@ -225,8 +227,8 @@ def main() -> None:
         store = TokenStore(work / "tokens.json")
         store.add("nobody")
         note(f"starting the server (log: {args.server_log})")
-        server = ServerProcess(work / "slides", store.path, args.server_arg, args.server_log)
-        cleanup.callback(server.stop)
+        server = cleanup.enter_context(LocalServer(work / "slides", args.server_log, tokens_file=store.path,
+                                                   metrics=True, extra_args=args.server_arg))
         report = {"server_rss_at_start_mib": memory_mib(server.pid)["rss"]}
         report["revoke"] = attack_revoke(server.address, store, slides.fresh_target(), args.repeats)
         report["uploads"] = attack_uploads(server.address, store, slides, server.pid, args.opens)

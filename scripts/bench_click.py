@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,14 +23,12 @@ import openslide  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import CLICKS, REGION, SLIDE_ID, free_port, start_server, stop_server  # noqa: E402
-
-from slidesam.qupath_bridge.client import FieldOfView, SlideImage, SlidesamClient  # noqa: E402
+from slidesam.lab.demo_object import CLICKS, REGION, SLIDE_ID, demo_fov  # noqa: E402
+from slidesam.lab.local_server import LocalServer  # noqa: E402
+from slidesam.qupath_bridge.client import SlidesamClient  # noqa: E402
+from slidesam.qupath_bridge.wire_requests import FieldOfView  # noqa: E402
 from slidesam.server.models.registry import ModelRegistry  # noqa: E402
-from slidesam.server.samples import fetch_cmu_small_region  # noqa: E402
-
-MAGNIFICATION = 10.0
+from slidesam.server.slides.samples import fetch_cmu_small_region  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -113,27 +110,23 @@ def main() -> None:
     slide_path = fetch_cmu_small_region(args.workdir / "slides")
     registry = ModelRegistry.create(device=args.device)
     registry.fetch("mobile_sam")
-    port = free_port()
-    server = start_server(slide_path.parent, port, args.workdir / "bench-server.log", device=args.device)
-    try:
-        with SlidesamClient(f"127.0.0.1:{port}") as client:
-            client.wait_ready(timeout=180)
-            fov = FieldOfView(SlideImage(SLIDE_ID), *REGION, magnification=MAGNIFICATION)
-            downsample = client.segment(fov, CLICKS[:1]).raw.downsample  # warms the server's cache
-            local = InProcess(registry, region_pixels(slide_path, downsample), downsample)
-            local.object()  # warm-up
-            grpc_times, decode, post, hits, inproc_times, reencode_times = [], [], [], [], [], []
-            for _ in tqdm(range(args.rounds), desc="rounds (gRPC + in-process, interleaved)", unit="object"):
-                trips, dec, pp, hit = grpc_object(client, fov)
-                grpc_times += trips
-                decode += dec
-                post += pp
-                hits += hit
-                inproc_times += local.object()
-            for index in tqdm(range(args.reencode_clicks), desc="re-encode on every click", unit="click"):
-                reencode_times.append(local.reencode_click(1 + index % len(CLICKS)))
-    finally:
-        stop_server(server)
+    log = args.workdir / "bench-server.log"
+    print(f"starting the server (log: {log})")
+    with LocalServer(slide_path.parent, log, device=args.device) as server, SlidesamClient(server.address) as client:
+        fov = demo_fov()
+        downsample = client.segment(fov, CLICKS[:1]).raw.downsample  # warms the server's cache
+        local = InProcess(registry, region_pixels(slide_path, downsample), downsample)
+        local.object()  # warm-up
+        grpc_times, decode, post, hits, inproc_times, reencode_times = [], [], [], [], [], []
+        for _ in tqdm(range(args.rounds), desc="rounds (gRPC + in-process, interleaved)", unit="object"):
+            trips, dec, pp, hit = grpc_object(client, fov)
+            grpc_times += trips
+            decode += dec
+            post += pp
+            hits += hit
+            inproc_times += local.object()
+        for index in tqdm(range(args.reencode_clicks), desc="re-encode on every click", unit="click"):
+            reencode_times.append(local.reencode_click(1 + index % len(CLICKS)))
 
     summary = {
         "benchmark": "bench_click",

@@ -17,20 +17,17 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from slidesam.lab.demo_object import CLICKS, MAGNIFICATION, REGION, SLIDE_ID, demo_fov
+from slidesam.lab.local_server import LocalServer
+from slidesam.qupath_bridge.client import SlidesamClient
+from slidesam.server.slides.samples import fetch_cmu_small_region
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from demo import CLICKS, REGION, SLIDE_ID, free_port, start_server, stop_server  # noqa: E402
-
-from slidesam.qupath_bridge.client import FieldOfView, SlideImage, SlidesamClient  # noqa: E402
-from slidesam.server.samples import fetch_cmu_small_region  # noqa: E402
-
-MAGNIFICATION = 10.0
 JAVA_JAR = ROOT / "clients/java/build"
 GSON = Path("/usr/share/java/gson.jar")
 
@@ -97,19 +94,16 @@ def main() -> None:
     node = node_driver()
     if node is not None:
         drivers["node"] = node
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    server = start_server(slide_path.parent, port, args.workdir / "bench-java-server.log", device="cpu")
-    fov = FieldOfView(SlideImage(SLIDE_ID), *REGION, magnification=MAGNIFICATION)
+    log = args.workdir / "bench-java-server.log"
+    print(f"starting the server (log: {log})")
     fov_json = {"slide_id": SLIDE_ID, "region": list(REGION), "magnification": MAGNIFICATION}
     x, y = CLICKS[0].x, CLICKS[0].y
     times: dict[str, list[float]] = {"python": [], **{name: [] for name in drivers}}
     try:
-        with SlidesamClient(address) as client:
-            client.wait_ready(timeout=180)
-            with client.open_object(fov) as session:
+        with LocalServer(slide_path.parent, log, device="cpu") as server, SlidesamClient(server.address) as client:
+            with client.open_object(demo_fov()) as session:
                 for driver in drivers.values():
-                    driver.ask(op="connect", address=address)
+                    driver.ask(op="connect", address=server.address)
                     driver.ask(op="open", fov=fov_json)
                     driver.ask(op="bench", x=x, y=y, n=args.warmup)
                 python_clicks(session, x, y, args.warmup)
@@ -123,7 +117,6 @@ def main() -> None:
     finally:
         for driver in drivers.values():
             driver.close()
-        stop_server(server)
 
     summary = {"benchmark": "bench_java_click", "machine": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "java": _version(["java", "-version"]), "clicks_timed_per_client": len(times["python"]),

@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,18 +30,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import CLICKS, REGION, SLIDE_ID  # noqa: E402
-
+from slidesam.lab.demo_object import CLICKS, REGION, SLIDE_ID  # noqa: E402
 from slidesam.server.engine.cache import EmbeddingCache  # noqa: E402
 from slidesam.server.engine.embedding_store import EmbeddingStore  # noqa: E402
 from slidesam.server.engine.engine import Engine  # noqa: E402
-from slidesam.server.engine.prompts import Click, FieldOfView, PolygonRequest, SlideRef  # noqa: E402
-from slidesam.server.engine.session import ObjectSession  # noqa: E402
+from slidesam.server.engine.prompts import Click, PolygonRequest, RegionRequest, SlideRef  # noqa: E402
+from slidesam.server.engine.session import EngineObject  # noqa: E402
 from slidesam.server.models.registry import ModelRegistry  # noqa: E402
 from slidesam.server.engine.precompute import precompute  # noqa: E402
-from slidesam.server.samples import fetch_cmu_small_region  # noqa: E402
-from slidesam.server.slides import Rect, Resolution, SlideStore  # noqa: E402
+from slidesam.server.slides.samples import fetch_cmu_small_region  # noqa: E402
+from slidesam.server.slides.regions import Rect, Resolution  # noqa: E402
+from slidesam.server.slides.store import SlideStore  # noqa: E402
 from slidesam.server.uploads.store import UploadStore  # noqa: E402
 
 LARGE_REGION = Rect(600.0, 1100.0, 1600.0, 1600.0)   # holds every demo click; 1600 px at x20
@@ -53,10 +51,10 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def clicks_ms(engine: Engine, fov: FieldOfView) -> tuple[float, list[float], list[dict]]:
+def clicks_ms(engine: Engine, fov: RegionRequest) -> tuple[float, list[float], list[dict]]:
     """Open + first click (ms), then the later clicks one by one (ms each) and their window counts."""
     started = time.perf_counter()
-    session, _ = ObjectSession.open(engine, fov, "mobile_sam", POLYGONS)
+    session, _ = EngineObject.open(engine, fov, "mobile_sam", POLYGONS)
     session.add_clicks([Click(CLICKS[0].x, CLICKS[0].y, CLICKS[0].positive)])
     first = (time.perf_counter() - started) * 1e3
     later, details = [], []
@@ -69,11 +67,11 @@ def clicks_ms(engine: Engine, fov: FieldOfView) -> tuple[float, list[float], lis
     return first, later, details
 
 
-def first_click(engine: Engine, fov: FieldOfView) -> dict:
+def first_click(engine: Engine, fov: RegionRequest) -> dict:
     """Open + first click on a new object with empty memory caches: ms, encodes and store reads."""
     engine.cache.clear()
     started = time.perf_counter()
-    session, opened = ObjectSession.open(engine, fov, "mobile_sam", POLYGONS)
+    session, opened = EngineObject.open(engine, fov, "mobile_sam", POLYGONS)
     outcome = session.add_clicks([Click(CLICKS[0].x, CLICKS[0].y, True)])
     return {
         "ms": (time.perf_counter() - started) * 1e3,
@@ -105,10 +103,10 @@ def main() -> None:
     stored = Engine(registry, slides, UploadStore(), EmbeddingCache(2**30), store=store)
 
     x20, x10 = Resolution("magnification", 20), Resolution("magnification", 10)
-    multi = FieldOfView(SlideRef(SLIDE_ID), LARGE_REGION, x20)
-    squeezed = FieldOfView(SlideRef(SLIDE_ID), LARGE_REGION, x20, windows="single")
-    demo = FieldOfView(SlideRef(SLIDE_ID), Rect(*REGION), x10)
-    aligned = FieldOfView(SlideRef(SLIDE_ID), Rect(CLICKS[0].x - 256, CLICKS[0].y - 256, 512, 512), x20, align_to_grid=True)
+    multi = RegionRequest(SlideRef(SLIDE_ID), LARGE_REGION, x20)
+    squeezed = RegionRequest(SlideRef(SLIDE_ID), LARGE_REGION, x20, windows="single")
+    demo = RegionRequest(SlideRef(SLIDE_ID), Rect(*REGION), x10)
+    aligned = RegionRequest(SlideRef(SLIDE_ID), Rect(CLICKS[0].x - 256, CLICKS[0].y - 256, 512, 512), x20, align_to_grid=True)
 
     paths = {"multi-window x20": multi, "one window over the same region": squeezed, "demo field of view x10": demo}
     later: dict[str, list[float]] = {name: [] for name in paths}

@@ -13,25 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import free_port, start_server, stop_server  # noqa: E402
-
-from slidesam.qupath_bridge.client import SlidesamClient  # noqa: E402
-from slidesam.qupath_bridge.fov import FovSettings  # noqa: E402
-from slidesam.qupath_bridge.geojson_project import GeoJSONProject  # noqa: E402
-from slidesam.qupath_bridge.pixels import LocalSlides, PixelSource, SlideMap  # noqa: E402
-from slidesam.qupath_bridge.preannotate import preannotate  # noqa: E402
-from slidesam.qupath_bridge.project import ImageEntry  # noqa: E402
-from slidesam.qupath_bridge.prompt_sources import Grid  # noqa: E402
-from slidesam.qupath_bridge.segmenter import Segmenter  # noqa: E402
-from slidesam.qupath_bridge.sync import Settings  # noqa: E402
-from slidesam.lab.synthetic.slide_writer import write_synthetic_slide  # noqa: E402
+from slidesam.lab.local_server import LocalServer
+from slidesam.lab.synthetic.slide_writer import write_synthetic_slide
+from slidesam.qupath_bridge.client import SlidesamClient
+from slidesam.qupath_bridge.fov import FovSettings
+from slidesam.qupath_bridge.geojson_project import GeoJSONProject
+from slidesam.qupath_bridge.pixels import LocalSlides, PixelSource, SlideMap
+from slidesam.qupath_bridge.preannotate import preannotate
+from slidesam.qupath_bridge.project import ImageEntry
+from slidesam.qupath_bridge.prompt_sources import Grid
+from slidesam.qupath_bridge.segmenter import Segmenter
+from slidesam.qupath_bridge.sync import Settings
 
 SIZE = (4096, 3072)
 
@@ -79,15 +76,11 @@ def main() -> None:
     slide_map = SlideMap.parse([f"{(folder / 'slides').resolve()}="]) if args.mode == "slide-id" else SlideMap()
     grid, fov = Grid(spacing=args.grid_spacing, min_tissue=0.25), FovSettings(min_size=1024.0)
 
-    port = free_port()
-    server = start_server(folder / "slides", port, folder / "server.log", args.device)
-    try:
-        with SlidesamClient(f"127.0.0.1:{port}") as client:
-            client.wait_ready(timeout=180)
+    print(f"starting the server (log: {folder / 'server.log'})")
+    with LocalServer(folder / "slides", folder / "server.log", device=args.device) as server:
+        with SlidesamClient(server.address) as client:
             client.list_models()
             results = [run(serial, client, 1, slide_map, grid, fov), run(parallel, client, args.workers, slide_map, grid, fov)]
-    finally:
-        stop_server(server)
 
     for result in results:
         print(f"{result['workers']} in flight: {result['regions']} regions in {result['seconds']:.1f} s = {result['regions_per_minute']:.1f} regions/min")

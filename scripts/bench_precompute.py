@@ -18,7 +18,6 @@ import os
 import platform
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,13 +28,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from slidesam.lab.local_server import server_command  # noqa: E402
 from slidesam.server.engine.embedding_store import MANIFEST, EmbeddingStore  # noqa: E402
 from slidesam.server.models.checkpoints import default_model_dir  # noqa: E402
 from slidesam.server.models.registry import ModelRegistry  # noqa: E402
 from slidesam.server.engine.precompute import PrecomputeReport, default_batch_size, precompute  # noqa: E402
-from slidesam.server.slides import Resolution  # noqa: E402
+from slidesam.server.slides.regions import Resolution  # noqa: E402
 from slidesam.lab.synthetic.tissue_slide import write_tissue_slide  # noqa: E402
 
 LARGE_BUDGET = 1 << 40
@@ -84,16 +82,16 @@ def run(registry: ModelRegistry, slide: Path, resolution: Resolution, store: Emb
 
 def killed_and_resumed(slide: Path, magnification: float, store: Path, batch: int, dtype: str, device: str) -> dict:
     """The CLI in a subprocess, SIGKILLed after its first window file; then run again to the end."""
-    command = [sys.executable, "-m", "slidesam.server.cli", "precompute", str(slide), "--magnification", f"{magnification:g}",
-               "--store", str(store), "--batch-size", str(batch), "--dtype", dtype, "--device", device]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = server_command("precompute", str(slide), "--magnification", f"{magnification:g}",
+                             "--store", str(store), "--batch-size", str(batch), "--dtype", dtype, "--device", device)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not any(store.rglob("*.emb")) and process.poll() is None:
         time.sleep(0.002)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     at_kill = len(list(store.rglob("*.emb")))
     temporaries = len(list(store.rglob("*.tmp")))
-    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    resumed = subprocess.run(command, capture_output=True, text=True)
     if resumed.returncode != 0:
         raise SystemExit(f"the resumed precompute failed:\n{resumed.stderr[-2000:]}")
     return {"files_at_kill": at_kill, "temporaries_at_kill": temporaries, "resumed_output": resumed.stdout.strip()}

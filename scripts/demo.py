@@ -6,61 +6,21 @@ Run through ./scripts/demo (which sets up the environment). Everything comes fro
 from __future__ import annotations
 
 import argparse
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 import openslide
 
-from slidesam.qupath_bridge.client import Click, FieldOfView, ObjectResult, PolygonOptions, SlideImage, SlidesamClient
-from slidesam.qupath_bridge.geojson import annotation_feature, feature_collection, write_geojson
-from slidesam.server.models.registry import ModelRegistry
-from slidesam.server.samples import fetch_cmu_small_region
+from slidesam.lab.demo_object import CLICKS, REGION, SLIDE_ID, click_on_epithelium, result_feature
+from slidesam.lab.local_server import LocalServer
+from slidesam.qupath_bridge.client import SlidesamClient
+from slidesam.qupath_bridge.geojson import feature_collection, write_geojson
+from slidesam.qupath_bridge.wire_requests import Click
 from slidesam.server.edge.tokens import TokenStore
-
-SLIDE_ID = "CMU-1-Small-Region.svs"
-# A field of view over the squamous epithelium of CMU-1-Small-Region (level-0 pixels), read at x10.
-REGION = (900.0, 1300.0, 1200.0, 1200.0)
-CLICKS = [
-    Click(1350.0, 1920.0, True),   # on the epithelium
-    Click(1175.0, 1850.0, True),   # more epithelium, to the left
-    Click(1560.0, 2070.0, False),  # the stroma beside it: not epithelium
-    Click(1245.0, 2085.0, False),  # the small vessel inside it: not epithelium
-    Click(1230.0, 2234.0, True),   # the lower part of the band
-    Click(966.0, 1849.0, False),   # the stroma on the left: not epithelium
-]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(slide_root: Path, port: int, log_path: Path, device: str = "auto", tokens_file: Path | None = None) -> subprocess.Popen:
-    """`slidesam-server serve` on a loopback port; without a tokens file it allows anonymous access (benchmarks)."""
-    access = ["--tokens-file", str(tokens_file)] if tokens_file else ["--allow-anonymous"]
-    command = [
-        sys.executable, "-m", "slidesam.server.cli", "serve",
-        "--slide-root", str(slide_root), "--port", str(port), "--device", device, *access, "--drain-seconds", "0",
-    ]
-    print(f"starting: slidesam-server {' '.join(command[3:])}  (log: {log_path})")
-    return subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    print(f"server stopped (exit code {process.returncode})")
+from slidesam.server.models.registry import ModelRegistry
+from slidesam.server.slides.samples import fetch_cmu_small_region
 
 
 def overlay(slide_path: Path, geometry, clicks: list[Click], out: Path) -> None:
@@ -86,30 +46,6 @@ def overlay(slide_path: Path, geometry, clicks: list[Click], out: Path) -> None:
     cv2.imwrite(str(out), image)
 
 
-def click_on_epithelium(client: SlidesamClient, report: Callable[[str], None] = print) -> ObjectResult:
-    """The demo's object: the field of view over the epithelium at x10 and its six clicks, each reported."""
-    fov = FieldOfView(SlideImage(SLIDE_ID), *REGION, magnification=10)
-    started = time.perf_counter()
-    with client.open_object(fov, polygon_options=PolygonOptions(min_area_um2=100)) as session:
-        opened = session.result
-        report(f"    open: {(time.perf_counter() - started) * 1e3:7.1f} ms round trip "
-               f"(read {opened.timings.read_ms:.0f} ms + encode {opened.timings.encode_ms:.0f} ms, cache {'hit' if opened.cache_hit else 'miss'})")
-        for number, click in enumerate(CLICKS, start=1):
-            sent = time.perf_counter()
-            result = session.click(click.x, click.y, click.positive)
-            report(f"    click {number} ({'+' if click.positive else '-'}) at ({click.x:.0f}, {click.y:.0f}): "
-                   f"{(time.perf_counter() - sent) * 1e3:6.1f} ms round trip, decode {result.timings.decode_ms:5.1f} ms, "
-                   f"cache {'hit' if result.cache_hit else 'miss'}, score {result.score:.3f}, "
-                   f"{len(result.geometry.geoms)} part(s), {result.area_um2:,.0f} µm²")
-        return session.finish()
-
-
-def result_feature(final: ObjectResult) -> dict:
-    """The demo's GeoJSON annotation (what QuPath imports from CMU-1-Small-Region.geojson)."""
-    measurements = {"SAM score": final.score, "Area µm^2": final.area_um2, "Clicks": len(final.clicks)}
-    return annotation_feature(final.geometry, classification="Tumor", name=f"SAM {final.model_id}", measurements=measurements)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="slidesam end-to-end demo on CMU-1-Small-Region with MobileSAM")
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for the results (default demo-output/)")
@@ -126,16 +62,12 @@ def main() -> None:
     tokens_file = args.out / "tokens.json"
     token, _ = TokenStore(tokens_file).add("demo", note="scripts/demo")
     print(f"    a token for user 'demo' (only its SHA-256 is kept, in {tokens_file})")
-    port = free_port()
-    server = start_server(slide_root, port, args.out / "server.log", tokens_file=tokens_file)
-    try:
-        print("3/5 waiting for the server (it loads MobileSAM)")
-        with SlidesamClient(f"127.0.0.1:{port}", token=token) as client:
-            client.wait_ready(timeout=120)
+    print(f"3/5 starting the server (it loads MobileSAM; log: {args.out / 'server.log'})")
+    with LocalServer(slide_root, args.out / "server.log", tokens_file=tokens_file) as server:
+        with SlidesamClient(server.address, token=token) as client:
             print(f"4/5 clicking on {SLIDE_ID}, level-0 region {REGION} at x10")
             final = click_on_epithelium(client)
-    finally:
-        stop_server(server)
+    print(f"    server stopped (exit code {server.exit_code})")
 
     print("5/5 writing results")
     geojson_path = args.out / "CMU-1-Small-Region.geojson"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -20,8 +19,9 @@ import openslide
 
 from slidesam.lab.evaluation.ground_truth import object_masks, stain_mask
 from slidesam.lab.evaluation.tissue_patches import source_images
+from slidesam.lab.local_server import server_command
 from slidesam.server.models.checkpoints import default_model_dir
-from slidesam.server.samples import fetch_cmu_small_region
+from slidesam.server.slides.samples import fetch_cmu_small_region
 
 
 def write_pair(folder: Path, name: str, rgb: np.ndarray, mask: np.ndarray) -> None:
@@ -63,7 +63,7 @@ def held_out_patches(folder: Path, cache: Path) -> int:
 
 def run(*args: str) -> None:
     print("$ slidesam-server " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "slidesam.server.cli", *args], check=True)
+    subprocess.run(server_command(*args), check=True)
 
 
 def main() -> None:

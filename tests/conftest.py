@@ -70,7 +70,7 @@ def cmu_slide(slide_root) -> Path:
     import shutil
 
     from slidesam.server.models.checkpoints import default_model_dir
-    from slidesam.server.samples import fetch_cmu_small_region
+    from slidesam.server.slides.samples import fetch_cmu_small_region
 
     cached = fetch_cmu_small_region(default_model_dir().parent / "samples")
     return Path(shutil.copy(cached, slide_root / cached.name))

@@ -33,7 +33,8 @@ import openslide
 import shapely
 
 from slidesam.server.engine.geometry import RegionTransform, geometry_to_mask
-from slidesam.server.slides import OpenSlideSource, Rect
+from slidesam.server.slides.openslide_source import OpenSlideSource
+from slidesam.server.slides.regions import Rect
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 TUMOUR_GROUPS = ("_0", "_1", "Tumor")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import cv2
+from slidesam.atomic_files import atomic_write
 from tqdm import tqdm
 
 from slidesam.lab.evaluation.datasets import Dataset
@@ -45,9 +45,7 @@ def run_evaluation(dataset: Dataset, backend: Backend, out_dir: Path, config: di
         progress.update()
     progress.close()
     results = build_results(config, [partial.done[name] for name in names])
-    temporary = out_dir / "results.json.partial"
-    temporary.write_text(json.dumps(results, indent=1))
-    os.replace(temporary, out_dir / "results.json")
+    atomic_write(out_dir / "results.json", json.dumps(results, indent=1).encode())
     write_report([results], out_dir)
     partial.path.unlink(missing_ok=True)
     return results

@@ -38,8 +38,9 @@ from scipy import ndimage
 from skimage import filters, measure
 
 from slidesam.lab.evaluation.ground_truth import closing, object_masks, opening, stain_mask
-from slidesam.server.samples import fetch_cmu_small_region
-from slidesam.server.slides import OpenSlideSource, Rect
+from slidesam.server.slides.samples import fetch_cmu_small_region
+from slidesam.server.slides.openslide_source import OpenSlideSource
+from slidesam.server.slides.regions import Rect
 
 ENCODER_WINDOW = 1024
 MAGNIFICATIONS = (20, 10)

@@ -27,14 +27,17 @@ import shapely
 
 from slidesam.v1 import slidesam_pb2 as pb
 
+from slidesam.server.engine.cache import EmbeddingCache
 from slidesam.server.engine.engine import Engine
-from slidesam.server.engine.prompts import Click, FieldOfView, PolygonRequest, SlideRef, UploadRef
-from slidesam.server.engine.session import ObjectSession
+from slidesam.server.engine.prompts import Click, PolygonRequest, RegionRequest, SlideRef, UploadRef
+from slidesam.server.engine.session import EngineObject
 from slidesam.lab.evaluation.clicker import Clicker
 from slidesam.lab.evaluation.datasets import Sample
 from slidesam.lab.evaluation.metrics import BOUNDARY_AT_CLICK, DEFAULT_BOUNDARY_UM, boundary_f_score, mask_iou
 from slidesam.server.engine.geometry import RegionTransform, geometry_to_mask
-from slidesam.server.slides import Rect, Resolution
+from slidesam.server.slides.regions import Rect, Resolution
+from slidesam.server.slides.store import SlideStore
+from slidesam.server.uploads.store import UploadStore
 from slidesam.server.edge.wire import resolution_to_pb
 
 NO_VERTEX_BUDGET = 10_000_000  # evaluation measures SAM, not the polygon budget
@@ -87,8 +90,8 @@ def _level0_extent(sample: Sample) -> tuple[float, float, float, float]:
     return sample.origin[0], sample.origin[1], width * sample.downsample, height * sample.downsample
 
 
-class _EngineObject:
-    def __init__(self, session: ObjectSession, opened: Opened):
+class _InProcessObject:
+    def __init__(self, session: EngineObject, opened: Opened):
         self.session, self.opened = session, opened
 
     def click(self, x: float, y: float, positive: bool) -> Answer:
@@ -102,7 +105,7 @@ class _EngineObject:
 
 
 class EngineBackend:
-    """The engine in this process (the same ObjectSession code the gRPC service runs)."""
+    """The engine in this process (the same EngineObject code the gRPC service runs)."""
 
     name = "in-process"
 
@@ -115,13 +118,13 @@ class EngineBackend:
         else:
             uploaded = self.engine.uploads.put(png, None)
             image = UploadRef(uploaded.sha256, *sample.origin, downsample=sample.downsample, mpp=sample.mpp)
-        fov = FieldOfView(image, Rect(*_level0_extent(sample)), Resolution("downsample", sample.downsample), windows=self.windows)
-        session, outcome = ObjectSession.open(
+        fov = RegionRequest(image, Rect(*_level0_extent(sample)), Resolution("downsample", sample.downsample), windows=self.windows)
+        session, outcome = EngineObject.open(
             self.engine, fov, self.model, PolygonRequest(max_vertices=NO_VERTEX_BUDGET), self.strategy
         )
         timings = outcome.timings
-        return _EngineObject(session, Opened(timings.read_ms, timings.encode_ms, timings.cache_hit,
-                                             timings.windows_encoded, timings.windows_from_store))
+        return _InProcessObject(session, Opened(timings.read_ms, timings.encode_ms, timings.cache_hit,
+                                                timings.windows_encoded, timings.windows_from_store))
 
     @classmethod
     def create(
@@ -130,10 +133,6 @@ class EngineBackend:
     ) -> "EngineBackend":
         """An engine of its own; with slide_root, samples that name a slide under it are opened on the
         slide, and `store` (an EmbeddingStore) serves precomputed windows of those slides."""
-        from slidesam.server.engine.cache import EmbeddingCache
-        from slidesam.server.slides import SlideStore
-        from slidesam.server.uploads.store import UploadStore
-
         slides = SlideStore(Path(slide_root) if slide_root else Path(tempfile.gettempdir()))
         engine = Engine(registry, slides, UploadStore(), EmbeddingCache(cache_bytes), store=store)
         return cls(engine, model, strategy, windows, slides=slide_root is not None)
@@ -166,8 +165,8 @@ class GrpcBackend:
         self.model, self.strategy, self.windows, self.slides = model, strategy, windows, slides
 
     def open(self, sample: Sample, png: bytes) -> EvaluatedObject:
-        from slidesam.qupath_bridge.client import FieldOfView as ClientFieldOfView
-        from slidesam.qupath_bridge.client import PolygonOptions, SlideImage, UploadedRegion
+        from slidesam.qupath_bridge.wire_requests import FieldOfView as ClientFieldOfView
+        from slidesam.qupath_bridge.wire_requests import PolygonOptions, SlideImage, UploadedRegion
 
         if self.slides and sample.slide:
             region = SlideImage(sample.slide)

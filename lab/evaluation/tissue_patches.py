@@ -19,7 +19,7 @@ from skimage import data as skimage_data
 
 from slidesam.lab.evaluation.datasets import read_rgb
 from slidesam.lab.evaluation.ground_truth import Stain, object_masks
-from slidesam.server.samples import fetch_cmu_small_region, fetch_stardist_histo, fetch_tia_target_tile
+from slidesam.server.slides.samples import fetch_cmu_small_region, fetch_stardist_histo, fetch_tia_target_tile
 
 CMU_PATCHES_X10 = {"cmu-top": (86, 0), "cmu-bottom": (86, 919)}  # level-0 origins of 2048 x 2048 windows
 

@@ -18,7 +18,7 @@ import numpy as np
 import shapely
 import tifffile
 
-from slidesam.server.slides import Rect
+from slidesam.server.slides.regions import Rect
 
 TILE = 256
 JPEG_QUALITY = 85

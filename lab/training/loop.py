@@ -11,6 +11,7 @@ Deterministic: every random draw comes from `default_rng([seed, epoch, step, ite
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import time
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
+from slidesam.atomic_files import atomic_write
 from torch.nn import functional as F
 from tqdm import tqdm
 
@@ -243,9 +245,9 @@ class Trainer:
 
     def save_state(self) -> Path:
         path = self.out_dir / "last.pt"
-        temporary = path.with_suffix(".pt.partial")
-        torch.save(self.state(), temporary)
-        temporary.replace(path)
+        buffer = io.BytesIO()
+        torch.save(self.state(), buffer)
+        atomic_write(path, buffer.getvalue())
         return path
 
     def resume(self, path: Path) -> None:

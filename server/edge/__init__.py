@@ -1,1 +1,1 @@
-"""The gRPC edge: the servicer (one method per RPC), wire conversion, authentication, tokens, limits, object ownership, metrics, settings and the process that serves them."""
+"""The gRPC edge: the servicer (service.py, one method per RPC) and its parts (interact_steps, stream_guard, status, registration, request_log), wire conversion, authentication, tokens, limits, object ownership, metrics, settings, the process that serves them, and the serve and tokens commands."""

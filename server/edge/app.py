@@ -27,8 +27,9 @@ from slidesam.server.edge.limits import UserLimiter
 from slidesam.server.edge.metrics import ServerMetrics
 from slidesam.server.models.registry import ModelRegistry
 from slidesam.server.edge.ownership import ObjectOwnership
-from slidesam.server.edge.service import SegmentationService, ServiceParts, add_to_server
-from slidesam.server.slides import SlideStore
+from slidesam.server.edge.registration import add_to_server
+from slidesam.server.edge.service import SegmentationService, ServiceParts
+from slidesam.server.slides.store import SlideStore
 from slidesam.server.edge.tokens import TokenStore
 from slidesam.server.uploads.store import UploadStore
 

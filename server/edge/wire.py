@@ -7,16 +7,17 @@ import math
 import numpy as np
 import shapely
 from slidesam.v1 import slidesam_pb2 as pb
+from slidesam.v1.conventions import STRATEGIES, STRATEGY_NAMES, WINDOW_MODES
 
-from slidesam.server.engine.engine import Timings
 from slidesam.server.engine.prompts import (
-    MAX_OUTLINE_VERTICES, Box, Click, FieldOfView, Outline, PolygonRequest, SlideRef, UploadRef, require_finite,
+    MAX_OUTLINE_VERTICES, Box, Click, Outline, PolygonRequest, RegionRequest, SlideRef, UploadRef, require_finite,
 )
+from slidesam.server.engine.results import Timings
 from slidesam.server.engine.session import Outcome
 from slidesam.server.engine.views import ModelResolution
 from slidesam.server.errors import InvalidArgument
 from slidesam.server.models.registry import ModelRegistry
-from slidesam.server.slides import Rect, Resolution
+from slidesam.server.slides.regions import Rect, Resolution
 from slidesam.server.uploads.store import normalise_image_sha256
 
 MAX_SCALE = 1e6
@@ -70,7 +71,7 @@ def resolution_from_pb(message: pb.Resolution) -> Resolution:
     return Resolution(kind, value)
 
 
-def field_of_view_from_pb(message: pb.FieldOfView, present: bool = True) -> FieldOfView:
+def field_of_view_from_pb(message: pb.FieldOfView, present: bool = True) -> RegionRequest:
     if not present:
         raise InvalidArgument("a field_of_view is required: an image, a level-0 region and optionally a resolution")
     if not message.HasField("region"):
@@ -79,15 +80,15 @@ def field_of_view_from_pb(message: pb.FieldOfView, present: bool = True) -> Fiel
     region.validate()
     for name in ("x", "y", "width", "height"):
         _coordinate(f"region {name}", getattr(region, name))
-    if message.windows not in _WINDOW_MODES:
-        raise InvalidArgument(f"unknown window mode {message.windows}; this server knows {sorted(_WINDOW_MODES)}")
-    return FieldOfView(
+    if message.windows not in _WINDOW_MODE_NAMES:
+        raise InvalidArgument(f"unknown window mode {message.windows}; this server knows {sorted(_WINDOW_MODE_NAMES)}")
+    return RegionRequest(
         image_from_pb(message.image), region, resolution_from_pb(message.resolution),
-        windows=_WINDOW_MODES[message.windows], align_to_grid=message.align_to_grid,
+        windows=_WINDOW_MODE_NAMES[message.windows], align_to_grid=message.align_to_grid,
     )
 
 
-_WINDOW_MODES = {pb.WINDOW_MODE_UNSPECIFIED: "auto", pb.WINDOW_MODE_MULTI: "multi", pb.WINDOW_MODE_SINGLE: "single"}
+_WINDOW_MODE_NAMES = {value: name for name, value in WINDOW_MODES.items()}
 
 
 def outline_from_pb(polygons) -> Outline:
@@ -130,19 +131,11 @@ def polygon_request_from_pb(message: pb.PolygonOptions) -> PolygonRequest:
     )
 
 
-_STRATEGY_NAMES = {
-    pb.PROMPT_STRATEGY_UNSPECIFIED: "",
-    pb.PROMPT_STRATEGY_PLAIN: "plain",
-    pb.PROMPT_STRATEGY_CONSISTENT: "consistent",
-}
-_STRATEGY_VALUES = {name: value for value, name in _STRATEGY_NAMES.items() if name}
-
-
 def strategy_from_pb(value: int) -> str:
     """The engine's strategy name ('' = server default); InvalidArgument for values this server lacks."""
-    if value not in _STRATEGY_NAMES:
-        raise InvalidArgument(f"unknown prompt strategy {value}; this server knows {sorted(_STRATEGY_NAMES)}")
-    return _STRATEGY_NAMES[value]
+    if value not in STRATEGY_NAMES:
+        raise InvalidArgument(f"unknown prompt strategy {value}; this server knows {sorted(STRATEGY_NAMES)}")
+    return STRATEGY_NAMES[value]
 
 
 def _ring(coordinates: np.ndarray) -> pb.Ring:
@@ -205,7 +198,7 @@ def outcome_to_pb(outcome: Outcome, queue_ms: float) -> pb.SegmentationResult:
         can_redo=outcome.can_redo,
         region=pb.Rect(x=view.region.x, y=view.region.y, width=view.region.width, height=view.region.height),
         downsample=view.downsample,
-        strategy=_STRATEGY_VALUES[outcome.strategy],
+        strategy=STRATEGIES[outcome.strategy],
         resolution=resolution_to_pb(outcome.resolution),
         outline=polygons_to_pb(step.outline.geometry) if step.outline is not None else [],
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from slidesam.server.engine.engine import Engine
-from slidesam.server.engine.prompts import FieldOfView
+from slidesam.server.engine.prompts import RegionRequest
 from slidesam.server.engine.scheduler import Scheduler
 from slidesam.server.models.registry import ModelRegistry
 from slidesam.server.uploads.store import UploadStore
@@ -51,7 +51,7 @@ class DevicePool:
         """The uploaded images (one store, shared by every device)."""
         return self.workers[0].engine.uploads
 
-    def choose(self, fov: FieldOfView, model: str) -> tuple[DeviceWorker, bool]:
+    def choose(self, fov: RegionRequest, model: str) -> tuple[DeviceWorker, bool]:
         """The worker for new work on fov, and whether its embedding is cached there. Blocking (it may
         open the slide); invalid input raises the error the work itself would."""
         for worker in self.workers:

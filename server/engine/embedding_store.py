@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from slidesam.atomic_files import atomic_write
 
 from slidesam.server.engine.window_grid import WindowIndex
 from slidesam.server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
@@ -140,6 +141,8 @@ class EmbeddingStore:
                 oldest = next(iter(self._entries))
                 self._forget(oldest, delete=True)
                 self._evictions += 1
+            # not atomic_write: a temporary named by its writer's pid lets _scan delete those of dead writers,
+            # and a window lost in a crash is only encoded again (no fsync per window)
             temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,11 +305,8 @@ def _open_root(root: Path) -> None:
         raise FailedPrecondition(
             f"{root} is not empty and not an embedding store (no {MANIFEST}); give an empty or new directory"
         )
-    temporary = root / f".{MANIFEST}.{os.getpid()}.tmp"
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps({"format": "slidesam-embedding-store", "format_version": FORMAT_VERSION}) + "\n")
-        os.replace(temporary, manifest)
+        atomic_write(manifest, (json.dumps({"format": "slidesam-embedding-store", "format_version": FORMAT_VERSION}) + "\n").encode())
     except OSError as error:
         raise InvalidArgument(f"cannot create embedding store {root}: {error.strerror or error}") from None
 

@@ -9,7 +9,6 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
@@ -18,64 +17,23 @@ import torch
 from slidesam.server.engine.cache import EmbeddingCache, EmbeddingKey
 from slidesam.server.engine.embedding_store import EmbeddingStore, StoreKey
 from slidesam.server.engine.frames import low_res_frame, outline_logits, outline_points
+from slidesam.server.engine.geometry import PolygonLimits, mask_to_geometry
 from slidesam.server.engine.prompts import (
-    WINDOW_MODES, Box, Click, FieldOfView, Outline, PolygonRequest, SlideRef, UploadRef, validate_polygon_request,
+    WINDOW_MODES, Box, Click, Outline, PolygonRequest, RegionRequest, SlideRef, UploadRef, validate_polygon_request,
 )
+from slidesam.server.engine.results import Prediction, Timings, WindowResult
+from slidesam.server.engine.strategies import strategy_named
 from slidesam.server.engine.views import GridWindow, ModelResolution, TiledView, View
 from slidesam.server.engine.window_grid import DEFAULT_OVERLAP, WindowGrid, WindowIndex
 from slidesam.server.errors import InvalidArgument, ResourceExhausted
-from slidesam.server.engine.geometry import PolygonOptions, RegionTransform, mask_to_geometry
 from slidesam.server.models.preemption import yield_point
 from slidesam.server.models.registry import ModelRegistry, ModelSpec
-from slidesam.server.engine.strategies import strategy_named
 from slidesam.server.models.sam import Candidates, DecodeInput, ImageEmbedding, SamModel
-from slidesam.server.slides import ArrayImageSource, ImageSource, Rect, SlideStore, plan_region, resolve_downsample
+from slidesam.server.slides.array_source import ArrayImageSource
+from slidesam.server.slides.read_plan import resolve_downsample
+from slidesam.server.slides.regions import ImageSource, Rect
+from slidesam.server.slides.store import SlideStore
 from slidesam.server.uploads.store import UploadStore
-
-if TYPE_CHECKING:
-    from slidesam.server.engine.multiwindow import WindowResult
-
-
-@dataclass
-class Timings:
-    """Milliseconds spent in each stage of one request (server side), and how many encodes it took."""
-
-    read_ms: float = 0.0
-    encode_ms: float = 0.0
-    decode_ms: float = 0.0
-    postprocess_ms: float = 0.0
-    queue_ms: float = 0.0
-    total_ms: float = 0.0
-    cache_hit: bool = False
-    windows_encoded: int = 0
-    windows_from_store: int = 0
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One decoded mask, as polygons in level-0 space.
-
-    logits: the kept low-resolution logits (1 x 1 x 256 x 256) fed back at the next step; for a
-    multi-window object those of its coarse window, with each fine window's in `windows`.
-    """
-
-    geometry: shapely.MultiPolygon
-    score: float
-    logits: torch.Tensor | None
-    area_px: float
-    area_um2: float | None
-    resolution: ModelResolution | None = None
-    windows: Mapping[WindowIndex, "WindowResult"] = field(default_factory=dict)
-
-    @property
-    def nbytes(self) -> int:
-        """Memory it holds: its logits, its fine windows' arrays and its polygons' coordinates."""
-        logits = 0 if self.logits is None else self.logits.element_size() * self.logits.nelement()
-        windows = sum(window.logits.nbytes + window.coarse.nbytes for window in self.windows.values())
-        return logits + windows + 16 * shapely.get_num_coordinates(self.geometry)
-
-
-EMPTY_PREDICTION = Prediction(shapely.MultiPolygon(), 0.0, None, 0.0, None)
 
 
 CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -117,7 +75,7 @@ class Engine:
             objective_power=image.objective_power,
         )
 
-    def resolve(self, fov: FieldOfView, model_name: str) -> View | TiledView:
+    def resolve(self, fov: RegionRequest, model_name: str) -> View | TiledView:
         """The field of view as one window, or as a multi-window view when it is larger than one
         encoder window at the resolution asked for (and the request allows it). No pixels are read."""
         if fov.windows not in WINDOW_MODES:
@@ -137,7 +95,7 @@ class Engine:
                 return self._view(spec, model, source, grid.window(index), downsample, GridWindow(grid, index))
         return self._view(spec, model, source, fov.region, downsample)
 
-    def resolve_view(self, fov: FieldOfView, model_name: str) -> View:
+    def resolve_view(self, fov: RegionRequest, model_name: str) -> View:
         """The field of view as one window (whatever its size)."""
         return self.resolve(replace(fov, windows="single"), model_name)
 
@@ -153,17 +111,17 @@ class Engine:
     @staticmethod
     def window_region(tiled: TiledView, index: WindowIndex) -> tuple[Rect, tuple[int, int]]:
         """The level-0 rectangle and (H, W) a fine window is read as (without reading it)."""
-        return plan_region(tiled.source, tiled.grid.window(index), tiled.grid.downsample)
+        return tiled.source.plan_read(tiled.grid.window(index), tiled.grid.downsample)
 
     def _view(
         self, spec: ModelSpec, model: SamModel, source: ImageSource, rect: Rect, downsample: float,
         grid_window: GridWindow | None = None,
     ) -> View:
-        region, shape = plan_region(source, rect, downsample)
+        region, shape = source.plan_read(rect, downsample)
         key = EmbeddingKey(spec.model_id, source.cache_key, (region.x, region.y, region.width, region.height), downsample)
         return View(spec, model, source, region, downsample, shape, key, grid_window)
 
-    def _tiled_view(self, spec: ModelSpec, model: SamModel, source: ImageSource, fov: FieldOfView, downsample: float) -> TiledView:
+    def _tiled_view(self, spec: ModelSpec, model: SamModel, source: ImageSource, fov: RegionRequest, downsample: float) -> TiledView:
         exact_height, exact_width = fov.region.height / downsample, fov.region.width / downsample
         if not math.isfinite(exact_height * exact_width) or exact_height * exact_width > self.config.max_object_pixels:
             raise ResourceExhausted(
@@ -177,7 +135,7 @@ class Engine:
         grid = self.grid(source, downsample, model.input_size)
         return TiledView(spec, model, source, fov.region, downsample, (height, width), grid, coarse)
 
-    def is_cached(self, fov: FieldOfView, model_name: str) -> bool:
+    def is_cached(self, fov: RegionRequest, model_name: str) -> bool:
         """Whether opening fov needs no encode (its model is loaded and its embedding cached).
 
         Cheap and thread-safe: lets the scheduler treat such an open as light work. Invalid input
@@ -280,7 +238,7 @@ class Engine:
         candidates: Candidates,
         new_clicks: int,
         strategy: str,
-        polygons: PolygonOptions,
+        polygons: PolygonLimits,
         timings: Timings,
     ) -> Prediction:
         """Keeps one candidate mask by the named strategy (see strategies.py), upscales it and draws its polygons."""
@@ -307,7 +265,7 @@ class Engine:
         mpp = source.mpp
         return Prediction(geometry, score, logits, area_px, area_px * mpp * mpp if mpp else None, resolution, windows or {})
 
-    def polygon_options(self, view: View, request: PolygonRequest) -> PolygonOptions:
+    def polygon_limits(self, view: View, request: PolygonRequest) -> PolygonLimits:
         """Client polygon settings in level-0 pixels; µm settings need the image's mpp."""
         validate_polygon_request(request)
         mpp = view.source.mpp
@@ -321,7 +279,7 @@ class Engine:
         max_vertices = request.max_vertices or self.config.default_max_vertices
         if not (math.isfinite(tolerance) and math.isfinite(min_area)):
             raise InvalidArgument("polygon options overflow: choose smaller values")
-        return PolygonOptions(tolerance_level0=tolerance, max_vertices=max_vertices, min_area_level0=min_area)
+        return PolygonLimits(tolerance_level0=tolerance, max_vertices=max_vertices, min_area_level0=min_area)
 
 
 def _pixels_at(region: Rect, downsample: float) -> float:

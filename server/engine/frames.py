@@ -16,7 +16,7 @@ import shapely
 
 from slidesam.server.engine.geometry import RegionTransform, geometry_to_mask
 from slidesam.server.models.sam import ImageEmbedding
-from slidesam.server.slides import Rect
+from slidesam.server.slides.regions import Rect
 
 LOW_RES = 256
 INPUT_PER_LOGIT = 4

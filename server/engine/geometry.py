@@ -52,7 +52,7 @@ class RegionTransform:
 
 
 @dataclass(frozen=True)
-class PolygonOptions:
+class PolygonLimits:
     """How a mask becomes polygons; zero disables each limit."""
 
     tolerance_level0: float = 0.0  # Douglas-Peucker tolerance in level-0 pixels; 0 = none
@@ -61,7 +61,7 @@ class PolygonOptions:
 
 
 def mask_to_geometry(
-    mask: np.ndarray, transform: RegionTransform, options: PolygonOptions = PolygonOptions()
+    mask: np.ndarray, transform: RegionTransform, options: PolygonLimits = PolygonLimits()
 ) -> shapely.MultiPolygon:
     """Boolean/uint8 HxW mask (non-zero = object) -> valid MultiPolygon in level-0 coordinates.
 
@@ -195,7 +195,7 @@ def _simplified(geometry: shapely.MultiPolygon, tolerance: float) -> shapely.Mul
 
 
 def _simplify_to_budget(
-    geometry: shapely.MultiPolygon, options: PolygonOptions, region_pixel: float
+    geometry: shapely.MultiPolygon, options: PolygonLimits, region_pixel: float
 ) -> shapely.MultiPolygon:
     """Meet the vertex budget while keeping the large parts faithful.
 

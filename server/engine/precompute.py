@@ -27,7 +27,9 @@ from slidesam.server.engine.window_grid import DEFAULT_OVERLAP, WindowGrid, Wind
 from slidesam.server.errors import InvalidArgument, NotFound
 from slidesam.server.models.registry import ModelRegistry, ModelSpec
 from slidesam.server.models.sam import SamModel
-from slidesam.server.slides import ImageSource, Rect, Resolution, SlideStore, resolve_downsample
+from slidesam.server.slides.read_plan import resolve_downsample
+from slidesam.server.slides.regions import ImageSource, Rect, Resolution
+from slidesam.server.slides.store import SlideStore
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +207,7 @@ def _plan(slide: str, resolution: Resolution, window: int, slide_root: Path | No
         )
     try:
         grid = WindowGrid(source.bounds, downsample, window, DEFAULT_OVERLAP)
-        source.plan_region(grid.window(WindowIndex(0, 0)), downsample)  # the reading limits allow a window
+        source.plan_read(grid.window(WindowIndex(0, 0)), downsample)  # the reading limits allow a window
     except InvalidArgument as error:
         raise InvalidArgument(f"{slide}: {error}") from None
     tissue = tissue_windows(source, grid)
@@ -273,7 +275,7 @@ def _read_windows(source: ImageSource, grid: WindowGrid, chunk: list[WindowIndex
 
 def store_key(spec: ModelSpec, source: ImageSource, grid: WindowGrid, index: WindowIndex) -> StoreKey:
     """The store key of a window: the region is the level-0 rectangle a read of it covers."""
-    region, _ = source.plan_region(grid.window(index), grid.downsample)
+    region, _ = source.plan_read(grid.window(index), grid.downsample)
     return StoreKey(
         spec.model_id, spec.sha256 or "", source.store_identity, grid.key, index,
         (region.x, region.y, region.width, region.height), grid.downsample,

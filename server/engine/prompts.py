@@ -9,7 +9,7 @@ import numpy as np
 import shapely
 
 from slidesam.server.errors import InvalidArgument
-from slidesam.server.slides import Rect, Resolution
+from slidesam.server.slides.regions import Rect, Resolution
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ WINDOW_MODES = ("auto", "multi", "single")
 
 
 @dataclass(frozen=True)
-class FieldOfView:
+class RegionRequest:
     """An image, a level-0 region and the resolution to segment it at.
 
     windows: how a region larger than one encoder window at that resolution is segmented: "auto" and

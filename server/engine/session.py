@@ -1,4 +1,4 @@
-"""Object sessions: the prompts of one object, its previous logits, and an undo/redo history."""
+"""An object being segmented in the engine (EngineObject): its prompts, previous logits, and an undo/redo history."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from slidesam.server.engine.engine import EMPTY_PREDICTION, Engine, Prediction, Timings
+from slidesam.server.engine.engine import Engine
+from slidesam.server.engine.geometry import PolygonLimits
 from slidesam.server.engine.multiwindow import tiled_step
-from slidesam.server.engine.prompts import Box, Click, FieldOfView, Outline, PolygonRequest, validate_box, validate_click, validate_outline
+from slidesam.server.engine.prompts import Box, Click, Outline, PolygonRequest, RegionRequest, validate_box, validate_click, validate_outline
+from slidesam.server.engine.results import EMPTY_PREDICTION, Prediction, Timings
 from slidesam.server.engine.strategies import strategy_named
 from slidesam.server.engine.views import ModelResolution, TiledView, View
 from slidesam.server.errors import FailedPrecondition, InvalidArgument
-from slidesam.server.engine.geometry import PolygonOptions
 from slidesam.server.models.preemption import yield_point
 from slidesam.server.models.sam import Candidates, PendingDecode
-from slidesam.server.slides import Rect
+from slidesam.server.slides.regions import Rect
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,10 @@ class Outcome:
         return ModelResolution(view.downsample, view.encoder_downsample, view.source.mpp, 1, 0)
 
 
-class ObjectSession:
+class EngineObject:
     """One object being segmented on one field of view. Call from the model worker thread only."""
 
-    def __init__(self, engine: Engine, view: View | TiledView, polygons: PolygonOptions, strategy: str, object_id: str = ""):
+    def __init__(self, engine: Engine, view: View | TiledView, polygons: PolygonLimits, strategy: str, object_id: str = ""):
         self.engine = engine
         self.view = view
         self.polygons = polygons
@@ -79,9 +80,9 @@ class ObjectSession:
 
     @classmethod
     def open(
-        cls, engine: Engine, fov: FieldOfView, model: str, polygons: PolygonRequest, strategy: str = "", object_id: str = "",
+        cls, engine: Engine, fov: RegionRequest, model: str, polygons: PolygonRequest, strategy: str = "", object_id: str = "",
         check_prompts: Callable[[Rect], None] = lambda region: None,
-    ) -> tuple["ObjectSession", Outcome]:
+    ) -> tuple["EngineObject", Outcome]:
         """Resolves the field of view and computes (or finds) its embedding, so the first click is fast.
 
         strategy: which candidate mask each step keeps; empty = the server's default.
@@ -92,7 +93,7 @@ class ObjectSession:
         strategy_named(strategy)
         view = engine.resolve(fov, model)
         check_prompts(view.region)
-        session = cls(engine, view, engine.polygon_options(view, polygons), strategy, object_id)
+        session = cls(engine, view, engine.polygon_limits(view, polygons), strategy, object_id)
         timings = Timings()
         engine.embedding(view.coarse if isinstance(view, TiledView) else view, timings)
         resolution = session._outcome(timings, started).resolution

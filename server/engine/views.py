@@ -12,7 +12,7 @@ from slidesam.server.engine.window_grid import WindowGrid, WindowIndex
 from slidesam.server.engine.geometry import RegionTransform
 from slidesam.server.models.registry import ModelSpec
 from slidesam.server.models.sam import SamModel
-from slidesam.server.slides import ImageSource, Rect
+from slidesam.server.slides.regions import ImageSource, Rect
 
 DOWNSAMPLED_TOLERANCE = 0.01
 """A result is 'downsampled' when the encoder saw it more than this fraction coarser than asked for."""

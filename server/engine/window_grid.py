@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from slidesam.server.errors import InvalidArgument
-from slidesam.server.slides import Rect
+from slidesam.server.slides.regions import Rect
 
 DEFAULT_WINDOW = 1024
 DEFAULT_OVERLAP = 256

@@ -1,0 +1,1 @@
+"""The models: the registry of servable checkpoints, SAM and its block-wise encoder, the enhanced decoder."""

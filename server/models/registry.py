@@ -27,6 +27,7 @@ from slidesam.server.models.checkpoints import (
     normalise_sha256,
     verify_checkpoint,
 )
+from slidesam.server.models.enhanced_decoder import EnhancedDecoderConfig, EnhancedMaskDecoder
 from slidesam.server.models.sam import SamModel
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,6 @@ def _finetuned_builder(base: ModelSpec, decoder: dict | None) -> Callable[[], to
     def build() -> torch.nn.Module:
         network = base.build()
         if decoder is not None:
-            from slidesam.server.models.enhanced_decoder import EnhancedDecoderConfig, EnhancedMaskDecoder
-
             network.mask_decoder = EnhancedMaskDecoder(EnhancedDecoderConfig(**decoder))
         return network
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from slidesam.server.errors import InvalidArgument, ResourceExhausted
-from slidesam.server.slides import composite_on_white
+from slidesam.server.slides.regions import composite_on_white
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"

@@ -7,7 +7,11 @@ import json
 import subprocess
 from pathlib import Path
 
-from slidesam.qupath_bridge.client import Click, FieldOfView, ObjectResult, ObjectSession, ServerError, SlideImage, SlidesamClient, UploadedRegion
+from slidesam.qupath_bridge.client import SlidesamClient
+from slidesam.qupath_bridge.errors import ServerError
+from slidesam.qupath_bridge.remote_object import RemoteObject
+from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage, UploadedRegion
+from slidesam.qupath_bridge.wire_results import ObjectResult
 
 Outcome = dict | tuple[str, str]
 """A step's result (the compared fields) or its error (status code name, message)."""
@@ -86,7 +90,7 @@ class PythonSession:
 
     def __init__(self, client: SlidesamClient):
         self.client = client
-        self.session: ObjectSession | None = None
+        self.session: RemoteObject | None = None
 
     def step(self, op: str, **fields) -> Outcome:
         try:

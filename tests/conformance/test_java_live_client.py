@@ -15,12 +15,13 @@ import openslide
 import pytest
 import shapely
 from conformance_drivers import Driver, python_outcome
-from slidesam.qupath_bridge.client import Click, FieldOfView, SlideImage, SlidesamClient
-from slidesam.qupath_bridge.fov import FovSettings, plan_region
+from slidesam.qupath_bridge.client import SlidesamClient
+from slidesam.qupath_bridge.fov import FovSettings, region_around_group
 from slidesam.qupath_bridge.project import Annotation, PathClass
 from slidesam.qupath_bridge.prompts import PromptClasses, PromptGroup, find_prompt_groups, outside_image
 from slidesam.qupath_bridge.results import Job, Segmentation, result_annotation
 from slidesam.qupath_bridge.sync import PROMPTS_SOURCE, Settings
+from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage
 from slidesam.server.engine.geometry import geometry_iou
 
 from tests.conftest import SLIDE_ID
@@ -113,7 +114,7 @@ def test_fields_of_view_equal_the_bridges_and_follow_the_selection_or_view(java)
         settings = FovSettings(margin=rng.choice([0.0, 0.25, 0.6]), min_size=rng.choice([256.0, 2048.0, 5000.0]))
         fov = {"margin": settings.margin, "min_size": settings.min_size}
         reply = ok(java.ask("region", group=group_json(group), width=width, height=height, fov=fov))
-        assert reply["region"] == list(plan_region(group, width, height, settings))
+        assert reply["region"] == list(region_around_group(group, width, height, settings))
     prompts = PromptGroup("g", (Click(1000.5, 2000.5), Click(1500.0, 2100.0)))
     group = group_json(prompts)
     bridge = {"margin": 0.25, "min_size": 2048.0}
@@ -121,7 +122,7 @@ def test_fields_of_view_equal_the_bridges_and_follow_the_selection_or_view(java)
     ask = lambda fov, **where: ok(java.ask("region", group=group, width=10_000, height=8_000, fov=fov, **where))["region"]  # noqa: E731
     assert ask(view, selection=[900.2, 1900.7, 700, 300], visible=[0, 0, 5000, 5000]) == [900, 1900, 701, 301]
     assert ask(view, selection=[0, 0, 100, 100], visible=[-50.5, 1500, 20000, 999.9]) == [0, 1500, 10000, 1000]
-    assert ask(view, selection=None, visible=[0, 0, 100, 100]) == ask(bridge) == list(plan_region(prompts, 10_000, 8_000, FovSettings()))
+    assert ask(view, selection=None, visible=[0, 0, 100, 100]) == ask(bridge) == list(region_around_group(prompts, 10_000, 8_000, FovSettings()))
 
 
 def test_prompt_hash_equals_the_bridges_for_awkward_numbers_and_names(java):
@@ -194,7 +195,7 @@ def test_live_results_are_the_bridges_and_reuse_one_object(java, server, synthet
         assert [len(r) for r in live] == [1, 1, 1, 1]
         groups = [find_prompt_groups([bridge_annotation(a) for a in s], PromptClasses())[0][0] for s in snapshots]
         region = tuple(json.loads(live[0][0]["description"])["field_of_view"][k] for k in ("x", "y", "width", "height"))
-        assert region == plan_region(groups[0], synthetic_slide.width, synthetic_slide.height, FovSettings())
+        assert region == region_around_group(groups[0], synthetic_slide.width, synthetic_slide.height, FovSettings())
         for results, group in zip(live, groups):
             assert_written_as_the_bridge_writes(results[0], bridge.annotation(group, region))
         # One object on the server all along (no re-open: moved clicks were undone and re-sent).
@@ -213,7 +214,7 @@ def test_live_results_are_the_bridges_and_reuse_one_object(java, server, synthet
         second = ok(java.ask("live_apply", annotations=boxed))["results"]
         assert [r["group"] for r in second] == ["lesion 2"]
         group = find_prompt_groups([bridge_annotation(a) for a in boxed], PromptClasses())[0][1]
-        assert_written_as_the_bridge_writes(second[0], bridge.annotation(group, plan_region(group, synthetic_slide.width, synthetic_slide.height, FovSettings())))
+        assert_written_as_the_bridge_writes(second[0], bridge.annotation(group, region_around_group(group, synthetic_slide.width, synthetic_slide.height, FovSettings())))
         assert python_outcome(client.segment(FieldOfView(SlideImage(SLIDE_ID), *map(float, region)), groups[2].clicks))["polygons"] == undone["result"]["polygons"]
     reply = ok(java.ask("result_group", description=second[0]["description"]))
     assert reply["group"] == "lesion 2"

@@ -9,7 +9,10 @@ import numpy as np
 import openslide
 import pytest
 from conformance_drivers import Driver, PythonSession
-from slidesam.qupath_bridge.client import ServerError, SlidesamClient, TlsSettings, UploadedRegion
+from slidesam.qupath_bridge.client import SlidesamClient
+from slidesam.qupath_bridge.errors import ServerError
+from slidesam.qupath_bridge.tls import TlsSettings
+from slidesam.qupath_bridge.wire_requests import UploadedRegion
 
 from tests.conftest import SLIDE_ID, make_server
 

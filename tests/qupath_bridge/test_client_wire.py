@@ -13,16 +13,10 @@ import pytest
 import shapely
 from slidesam.v1 import slidesam_pb2 as pb
 
-from slidesam.qupath_bridge.client import (
-    FieldOfView,
-    ModelResolution,
-    ObjectResult,
-    SlideImage,
-    outline_geometry,
-    polygons_from_pb,
-    polygons_to_pb,
-)
 from slidesam.qupath_bridge.fov import FovSettings
+from slidesam.qupath_bridge.wire_geometry import outline_geometry, polygons_from_pb, polygons_to_pb
+from slidesam.qupath_bridge.wire_requests import FieldOfView, SlideImage
+from slidesam.qupath_bridge.wire_results import ModelResolution, ObjectResult
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # shapely warns when it builds a ring with NaN

@@ -10,7 +10,8 @@ import pytest
 import shapely
 
 from bridge_helpers import geojson_project
-from slidesam.qupath_bridge.project import Annotation, PathClass, ProjectChanged, open_project
+from slidesam.qupath_bridge.project import Annotation, PathClass, ProjectChanged
+from slidesam.qupath_bridge.project_backends import open_project
 from slidesam.qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement, same_geometry
 
 TUMOUR = Annotation(

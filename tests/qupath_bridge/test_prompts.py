@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import shapely
 
-from slidesam.qupath_bridge.client import Click
-from slidesam.qupath_bridge.fov import FovSettings, plan_region
+from slidesam.qupath_bridge.fov import FovSettings, region_around_group
 from slidesam.qupath_bridge.pixels import LocalSlides, SlideMap
 from slidesam.qupath_bridge.project import Annotation, ImageEntry
 from slidesam.qupath_bridge.prompts import PromptClasses, PromptGroup, find_prompt_groups, outside_image
 from slidesam.qupath_bridge.tissue import TissueSettings, tissue_boxes, tissue_mask
+from slidesam.qupath_bridge.wire_requests import Click
 
 CLASSES = PromptClasses()
 
@@ -83,7 +83,7 @@ def test_hash_changes_with_prompts_and_settings():
     (PromptGroup("a", box=(0, 0, 4096, 3072)), (0, 0, 4096, 3072)),                     # never beyond the image
 ])
 def test_field_of_view(group, expected):
-    assert plan_region(group, 4096, 3072, FovSettings()) == expected
+    assert region_around_group(group, 4096, 3072, FovSettings()) == expected
 
 
 def test_field_of_view_settings_are_checked():

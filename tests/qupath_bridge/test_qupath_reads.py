@@ -6,7 +6,6 @@ metadata, locked flag."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,16 @@ import shapely
 from shapely.geometry import shape
 
 from bridge_helpers import box, features, geojson_project, points, write_prompts
+from slidesam.lab.demo_object import click_on_epithelium, result_feature
 from slidesam.qupath_bridge import cli
 from slidesam.qupath_bridge.client import SlidesamClient
 from slidesam.qupath_bridge.geojson import DESCRIPTION_KEY, annotation_to_feature, feature_collection, write_geojson
-from slidesam.qupath_bridge.project import Annotation, open_project
+from slidesam.qupath_bridge.project import Annotation
+from slidesam.qupath_bridge.project_backends import open_project
 from slidesam.qupath_bridge.qupath_values import qupath_class_colour, same_geometry
 from support.qupath import read_with_qupath
 
 pytestmark = pytest.mark.qupath
-ROOT = Path(__file__).resolve().parents[2]
 CENTRE = (2000.0, 1500.0)  # the served slide's object
 X10 = ("--magnification", "10", "--align-to-grid")  # the whole served slide in one grid window: one encode for all
 TUMOUR = Annotation(
@@ -32,13 +32,6 @@ TUMOUR = Annotation(
     "Tumor", "two parts, one hole", description="by hand", measurements={"ratio": 1 / 3}, locked=True,
 )
 CLASSES = ("SAM positive", "SAM negative", "Lesion: Positive")  # none whose parent the files use
-
-
-def _demo():
-    spec = importlib.util.spec_from_file_location("slidesam_demo", ROOT / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _cli(*args: str) -> None:
@@ -82,11 +75,10 @@ def written(qupath_dir, server, served_slide, cmu_slide, slide_root, tmp_path_fa
     _cli("export", str(folder / "qupath"), "--geojson", str(folder / "exported"), "--no-progress")
     files["export"] = folder / "exported" / "served.svs.geojson"
 
-    demo = _demo()
     with SlidesamClient(server.address) as client:
-        final = demo.click_on_epithelium(client, report=lambda line: None)
+        final = click_on_epithelium(client, report=lambda line: None)
     files["demo"] = folder / "CMU-1-Small-Region.geojson"
-    write_geojson(files["demo"], feature_collection([demo.result_feature(final)]))
+    write_geojson(files["demo"], feature_collection([result_feature(final)]))
     return files
 
 

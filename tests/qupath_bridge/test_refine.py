@@ -22,11 +22,12 @@ from slidesam.v1 import slidesam_pb2 as pb
 
 from bridge_helpers import features, geojson_project, run_cli, tree, write_prompts
 from bridge_helpers import provenance as recorded
-from slidesam.qupath_bridge.client import ObjectResult, polygons_to_pb
 from slidesam.qupath_bridge.geojson import write_geojson
-from slidesam.qupath_bridge.project import open_project
+from slidesam.qupath_bridge.project_backends import open_project
 from slidesam.qupath_bridge.refine import decide, refined_annotation, same_outline
 from slidesam.qupath_bridge.results import Segmentation, provenance
+from slidesam.qupath_bridge.wire_geometry import polygons_to_pb
+from slidesam.qupath_bridge.wire_results import ObjectResult
 
 BOWTIE = shapely.Polygon([(1500, 1100), (2500, 1900), (2500, 1100), (1500, 1900)])
 LINE = shapely.LineString([(1500, 1500), (2500, 1500)])
@@ -281,11 +282,12 @@ def test_an_empty_answer_leaves_the_outline(server, served_slide, slide_root, pr
     reported per annotation, and the outline stays as it was (the library API, as a script would call it)."""
     from functools import partial
 
-    from slidesam.qupath_bridge.client import PolygonOptions, SlidesamClient
+    from slidesam.qupath_bridge.client import SlidesamClient
     from slidesam.qupath_bridge.fov import FovSettings
     from slidesam.qupath_bridge.pixels import LocalSlides, PixelSource, SlideMap
     from slidesam.qupath_bridge.refine import RefineSettings, refine
     from slidesam.qupath_bridge.segmenter import Segmenter
+    from slidesam.qupath_bridge.wire_requests import PolygonOptions
 
     before = tree(project)
     with SlidesamClient(server.address) as client:

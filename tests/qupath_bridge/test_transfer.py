@@ -7,7 +7,7 @@ import re
 
 from bridge_helpers import box, features, points, run_cli, tree, write_prompts
 from slidesam.qupath_bridge.geojson import feature_collection, write_geojson
-from slidesam.qupath_bridge.project import open_project
+from slidesam.qupath_bridge.project_backends import open_project
 
 
 def test_init_export_import_round_trip(served_slide, local_slide, tmp_path, capsys):

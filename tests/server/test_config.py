@@ -8,7 +8,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from slidesam.server.cli import build_parser, serve_config
+from slidesam.server.cli import build_parser
+from slidesam.server.edge.serve_cli import serve_config
 from slidesam.server.edge.config import ConfigError, load_config
 from slidesam.server.edge.logs import configure_logging
 

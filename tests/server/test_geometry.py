@@ -7,7 +7,7 @@ import shapely
 
 from slidesam.server.engine import geometry
 from slidesam.server.engine.geometry import (
-    PolygonOptions,
+    PolygonLimits,
     RegionTransform,
     count_vertices,
     geometry_iou,
@@ -144,7 +144,7 @@ def test_valid_masks_skip_the_repair(ring_island_blob: np.ndarray, monkeypatch: 
 
 def test_tolerance_simplifies_within_distance(ring_island_blob: np.ndarray) -> None:
     raw = mask_to_geometry(ring_island_blob, OFFSET_SCALED)
-    simplified = mask_to_geometry(ring_island_blob, OFFSET_SCALED, PolygonOptions(tolerance_level0=8.0))
+    simplified = mask_to_geometry(ring_island_blob, OFFSET_SCALED, PolygonLimits(tolerance_level0=8.0))
 
     assert simplified.is_valid
     assert count_vertices(simplified) < count_vertices(raw) / 2
@@ -158,7 +158,7 @@ def test_vertex_budget_on_fragmented_mask(budget: int) -> None:
     raw = mask_to_geometry(mask, OFFSET_SCALED)
     assert count_vertices(raw) > 2000, "test mask should need simplification"
 
-    result = mask_to_geometry(mask, OFFSET_SCALED, PolygonOptions(tolerance_level0=1.0, max_vertices=budget))
+    result = mask_to_geometry(mask, OFFSET_SCALED, PolygonLimits(tolerance_level0=1.0, max_vertices=budget))
 
     assert isinstance(result, shapely.MultiPolygon)
     assert result.is_valid
@@ -182,7 +182,7 @@ def test_a_budget_too_small_for_the_rings_drops_rings_before_simplifying(budget:
         return simplify(geometry, *args, **kwargs)
 
     monkeypatch.setattr(shapely, "simplify", counting)
-    result = mask_to_geometry(mask, OFFSET_SCALED, PolygonOptions(tolerance_level0=1.0, max_vertices=budget))
+    result = mask_to_geometry(mask, OFFSET_SCALED, PolygonLimits(tolerance_level0=1.0, max_vertices=budget))
     assert count_vertices(result) <= budget and result.is_valid
     assert simplified_rings and max(simplified_rings) <= max(1, budget // 3)
 
@@ -195,7 +195,7 @@ def test_vertex_budget_fills_holes_before_dropping_the_part() -> None:
     raw = mask_to_geometry(mask, IDENTITY)
     assert len(raw.geoms[0].interiors) == 6
 
-    result = mask_to_geometry(mask, IDENTITY, PolygonOptions(max_vertices=4))
+    result = mask_to_geometry(mask, IDENTITY, PolygonLimits(max_vertices=4))
 
     assert result.is_valid
     assert len(result.geoms) == 1
@@ -214,7 +214,7 @@ def test_min_area_drops_speck_and_fills_small_hole() -> None:
     assert len(kept.geoms) == 2
     assert sum(len(part.interiors) for part in kept.geoms) == 1
 
-    result = mask_to_geometry(mask, t, PolygonOptions(min_area_level0=20 * t.sx * t.sy))
+    result = mask_to_geometry(mask, t, PolygonLimits(min_area_level0=20 * t.sx * t.sy))
 
     assert result.is_valid
     assert len(result.geoms) == 1

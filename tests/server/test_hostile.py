@@ -14,11 +14,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from slidesam.qupath_bridge.client import FieldOfView, ServerError, SlideImage
+from slidesam.qupath_bridge.errors import ServerError
+from slidesam.qupath_bridge.wire_requests import FieldOfView, SlideImage
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 
-from slidesam.server.engine.session import MAX_HISTORY_BYTES, MAX_HISTORY_STEPS, ObjectSession
+from slidesam.server.engine.session import MAX_HISTORY_BYTES, MAX_HISTORY_STEPS, EngineObject
 from slidesam.lab.synthetic.hostile_images import deep_rgba_png, lying_jpeg, many_scan_jpeg
 from slidesam.lab.interact_stream import InteractStream
 from slidesam.server.edge.tokens import TokenStore, UserLimits
@@ -234,7 +235,7 @@ def test_the_rate_limit_counts_the_bytes_received_whatever_the_hash_claims(hosti
 def test_history_is_bounded_and_keeps_only_the_chosen_logits(server, synthetic_slide):
     engine = server.running.devices.workers[0].engine
     fov = _engine_fov(synthetic_slide)
-    session, _ = ObjectSession.open(engine, fov, "", _polygons())
+    session, _ = EngineObject.open(engine, fov, "", _polygons())
     x, y = centre(synthetic_slide)
     for step in range(MAX_HISTORY_STEPS + 20):
         if step % 4 == 3:
@@ -314,11 +315,11 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 def _engine_fov(slide):
-    from slidesam.server.engine.prompts import FieldOfView as EngineFov, SlideRef
-    from slidesam.server.slides import Rect, Resolution
+    from slidesam.server.engine.prompts import RegionRequest, SlideRef
+    from slidesam.server.slides.regions import Rect, Resolution
 
     minx, miny, maxx, maxy = slide.object_geometry.bounds
-    return EngineFov(SlideRef(SLIDE_ID), Rect(minx - 800, miny - 800, maxx - minx + 1600, maxy - miny + 1600),
+    return RegionRequest(SlideRef(SLIDE_ID), Rect(minx - 800, miny - 800, maxx - minx + 1600, maxy - miny + 1600),
                      Resolution("downsample", 16.0))
 
 

@@ -7,7 +7,9 @@ import grpc
 import numpy as np
 import pytest
 import shapely
-from slidesam.qupath_bridge.client import Click, FieldOfView, ServerError, SlideImage, SlidesamClient, UploadedRegion
+from slidesam.qupath_bridge.client import SlidesamClient
+from slidesam.qupath_bridge.errors import ServerError
+from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage, UploadedRegion
 from slidesam.server.engine.geometry import geometry_iou
 
 from tests.conftest import SLIDE_ID, make_server
@@ -198,7 +200,7 @@ def test_an_unreachable_server_fails_fast_instead_of_hanging():
     import socket
     import time
 
-    from slidesam.qupath_bridge.client import ConnectionLost
+    from slidesam.qupath_bridge.errors import ConnectionLost
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -12,11 +12,12 @@ import shapely
 
 from slidesam.server.engine.cache import EmbeddingCache
 from slidesam.server.engine.engine import Engine, EngineConfig
-from slidesam.server.engine.prompts import Click, FieldOfView, Outline, PolygonRequest, SlideRef
-from slidesam.server.engine.session import ObjectSession
+from slidesam.server.engine.prompts import Click, Outline, PolygonRequest, RegionRequest, SlideRef
+from slidesam.server.engine.session import EngineObject
 from slidesam.server.errors import InvalidArgument, ResourceExhausted
 from slidesam.server.engine.geometry import geometry_iou
-from slidesam.server.slides import Rect, Resolution, SlideStore
+from slidesam.server.slides.regions import Rect, Resolution
+from slidesam.server.slides.store import SlideStore
 from slidesam.server.uploads.store import UploadStore
 
 from tests.conftest import SLIDE_ID
@@ -30,10 +31,10 @@ def engine(model_registry, slide_root, synthetic_slide) -> Engine:
     return Engine(model_registry, SlideStore(slide_root), UploadStore(), EmbeddingCache(512 * 2**20))
 
 
-def object_fov(slide, margin: float = 200.0, **options) -> FieldOfView:
+def object_fov(slide, margin: float = 200.0, **options) -> RegionRequest:
     minx, miny, maxx, maxy = slide.object_geometry.bounds
     region = Rect(minx - margin, miny - margin, maxx - minx + 2 * margin, maxy - miny + 2 * margin)
-    return FieldOfView(SlideRef(SLIDE_ID), region, Resolution("magnification", 40), **options)
+    return RegionRequest(SlideRef(SLIDE_ID), region, Resolution("magnification", 40), **options)
 
 
 def centre(slide) -> Click:
@@ -43,7 +44,7 @@ def centre(slide) -> Click:
 
 @pytest.fixture(scope="module")
 def first_click(engine, synthetic_slide):
-    session, opened = ObjectSession.open(engine, object_fov(synthetic_slide), "mobile_sam", POLYGONS)
+    session, opened = EngineObject.open(engine, object_fov(synthetic_slide), "mobile_sam", POLYGONS)
     return session, opened, session.add_clicks([centre(synthetic_slide)])
 
 
@@ -81,7 +82,7 @@ def test_no_polygon_edge_runs_along_a_tile_border(engine, first_click, synthetic
 
 
 def test_single_window_mode_says_it_was_downsampled(engine, synthetic_slide):
-    session, opened = ObjectSession.open(engine, object_fov(synthetic_slide, windows="single"), "mobile_sam", POLYGONS)
+    session, opened = EngineObject.open(engine, object_fov(synthetic_slide, windows="single"), "mobile_sam", POLYGONS)
     height, width = session.view.shape
     assert opened.resolution.downsampled
     assert opened.resolution.encoder_downsample == pytest.approx(max(height, width) / 1024)
@@ -89,7 +90,7 @@ def test_single_window_mode_says_it_was_downsampled(engine, synthetic_slide):
 
 
 def test_a_click_re_decodes_only_the_windows_it_changes(engine, synthetic_slide):
-    session, _ = ObjectSession.open(engine, object_fov(synthetic_slide), "mobile_sam", POLYGONS)
+    session, _ = EngineObject.open(engine, object_fov(synthetic_slide), "mobile_sam", POLYGONS)
     first = session.add_clicks([centre(synthetic_slide)])
     region = session.view.region
     second = session.add_clicks([Click(region.x + 20, region.y + 20, False)])  # background, far from the object
@@ -103,7 +104,7 @@ def test_a_click_re_decodes_only_the_windows_it_changes(engine, synthetic_slide)
 
 
 def test_replaying_the_clicks_gives_the_same_polygon(engine, first_click, synthetic_slide):
-    session, _ = ObjectSession.open(engine, object_fov(synthetic_slide), "mobile_sam", POLYGONS)
+    session, _ = EngineObject.open(engine, object_fov(synthetic_slide), "mobile_sam", POLYGONS)
     replayed = session.add_clicks([centre(synthetic_slide)])
     assert replayed.timings.windows_encoded == 0, "the fine windows come from the embedding cache"
     assert replayed.step.prediction.geometry.equals(first_click[2].step.prediction.geometry)
@@ -112,7 +113,7 @@ def test_replaying_the_clicks_gives_the_same_polygon(engine, first_click, synthe
 def test_an_outline_prompt_refines_a_crude_outline(engine, synthetic_slide):
     truth = synthetic_slide.object_geometry
     crude = truth.simplify(150).buffer(60, join_style="mitre").simplify(30)
-    session, _ = ObjectSession.open(engine, object_fov(synthetic_slide), "mobile_sam", POLYGONS)
+    session, _ = EngineObject.open(engine, object_fov(synthetic_slide), "mobile_sam", POLYGONS)
     outcome = session.set_outline(Outline(shapely.MultiPolygon([crude])))
     before, after = geometry_iou(crude, truth), geometry_iou(outcome.step.prediction.geometry, truth)
     assert after > before + 0.02, f"IoU with the truth: crude outline {before:.4f}, refined {after:.4f}"
@@ -129,7 +130,7 @@ def test_an_outline_prompt_refines_a_crude_outline(engine, synthetic_slide):
     ids=["self-intersecting", "empty", "outside"],
 )
 def test_bad_outlines_are_refused_and_the_object_is_unchanged(engine, synthetic_slide, geometry, message):
-    session, _ = ObjectSession.open(engine, object_fov(synthetic_slide, windows="single"), "mobile_sam", POLYGONS)
+    session, _ = EngineObject.open(engine, object_fov(synthetic_slide, windows="single"), "mobile_sam", POLYGONS)
     with pytest.raises(InvalidArgument, match=message):
         session.set_outline(Outline(geometry))
     assert session.current.prediction.geometry.is_empty and session.finish().step_index == 0
@@ -137,14 +138,14 @@ def test_bad_outlines_are_refused_and_the_object_is_unchanged(engine, synthetic_
 
 def test_a_field_of_view_beyond_the_object_limit_is_refused(model_registry, slide_root, synthetic_slide):
     small = Engine(model_registry, SlideStore(slide_root), UploadStore(), EmbeddingCache(2**20), EngineConfig(max_object_pixels=2048 * 2048))
-    fov = FieldOfView(SlideRef(SLIDE_ID), Rect(0, 0, 4096, 4096), Resolution("magnification", 40))
+    fov = RegionRequest(SlideRef(SLIDE_ID), Rect(0, 0, 4096, 4096), Resolution("magnification", 40))
     with pytest.raises(ResourceExhausted, match="more than this server segments as one object"):
-        ObjectSession.open(small, fov, "mobile_sam", POLYGONS)
+        EngineObject.open(small, fov, "mobile_sam", POLYGONS)
 
 
 def test_align_to_grid_serves_the_nearest_grid_window(engine, synthetic_slide):
     point = centre(synthetic_slide)
-    fov = FieldOfView(SlideRef(SLIDE_ID), Rect(point.x - 300, point.y - 200, 600, 400), Resolution("magnification", 40), align_to_grid=True)
+    fov = RegionRequest(SlideRef(SLIDE_ID), Rect(point.x - 300, point.y - 200, 600, 400), Resolution("magnification", 40), align_to_grid=True)
     view = engine.resolve(fov, "mobile_sam")
     grid = engine.grid(view.source, 1.0, 1024)
     assert view.grid_window is not None and view.region == grid.window(view.grid_window.index)
@@ -154,7 +155,7 @@ def test_align_to_grid_serves_the_nearest_grid_window(engine, synthetic_slide):
 
 def test_a_step_needing_more_encodes_than_allowed_is_refused_before_encoding(model_registry, slide_root, synthetic_slide):
     capped = Engine(model_registry, SlideStore(slide_root), UploadStore(), EmbeddingCache(64 * 2**20), EngineConfig(max_step_encodes=2))
-    session, _ = ObjectSession.open(capped, object_fov(synthetic_slide), "mobile_sam", POLYGONS)
+    session, _ = EngineObject.open(capped, object_fov(synthetic_slide), "mobile_sam", POLYGONS)
     cached = capped.cache.stats().entries
     with pytest.raises(ResourceExhausted, match="precompute the slide"):
         session.add_clicks([centre(synthetic_slide)])

@@ -21,7 +21,7 @@ from slidesam.server.cli import build_parser
 from slidesam.server.engine.embedding_store import EmbeddingStore
 from slidesam.server.engine.window_grid import WindowGrid, WindowIndex
 from slidesam.server.engine.precompute import open_slide, precompute, read_thumbnail, store_key, tissue_mask, tissue_windows
-from slidesam.server.slides import Resolution
+from slidesam.server.slides.regions import Resolution
 from slidesam.lab.synthetic.tissue_slide import write_tissue_slide
 
 REPO = Path(__file__).resolve().parents[2]

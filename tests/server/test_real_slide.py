@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import openslide
 import pytest
-from slidesam.qupath_bridge.client import Click, FieldOfView, SlideImage, UploadedRegion
+from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage, UploadedRegion
 
 REGION = (900.0, 1300.0, 1200.0, 1200.0)  # squamous epithelium with a small vessel inside
 CLICKS = [Click(1350.0, 1920.0), Click(1175.0, 1850.0), Click(1560.0, 2070.0, False), Click(1245.0, 2085.0, False)]

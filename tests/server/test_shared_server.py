@@ -15,7 +15,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from slidesam.qupath_bridge.client import Click, ConnectionLost, FieldOfView, ServerError, SlideImage, SlidesamClient, TlsSettings
+from slidesam.qupath_bridge.client import SlidesamClient
+from slidesam.qupath_bridge.errors import ConnectionLost, ServerError
+from slidesam.qupath_bridge.tls import TlsSettings
+from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage
 from support.certificates import write_certificates
 from slidesam.server.edge.tokens import TokenStore, UserLimits
 
@@ -132,7 +135,7 @@ def test_per_user_stream_limit(secured, synthetic_slide, tokens):
 def test_per_user_upload_rate_limit(secured, tokens):
     import cv2
     import numpy as np
-    from slidesam.qupath_bridge.client import UploadedRegion
+    from slidesam.qupath_bridge.wire_requests import UploadedRegion
 
     def region(seed: int) -> UploadedRegion:
         pixels = np.random.default_rng(seed).integers(0, 255, (200, 200, 3), dtype=np.uint8)
@@ -152,7 +155,8 @@ def test_killed_client_frees_its_stream_and_object(secured, synthetic_slide, tok
     fov = fov_at(synthetic_slide)
     script = textwrap.dedent(f"""
         import time
-        from slidesam.qupath_bridge.client import FieldOfView, SlideImage, SlidesamClient
+        from slidesam.qupath_bridge.client import SlidesamClient
+        from slidesam.qupath_bridge.wire_requests import FieldOfView, SlideImage
         client = SlidesamClient({secured.address!r}, token={tokens['carol']!r})
         fov = FieldOfView(SlideImage({SLIDE_ID!r}), {fov.x!r}, {fov.y!r}, {fov.width!r}, {fov.height!r}, downsample=16.0)
         session = client.open_object(fov, object_id="left-behind")

@@ -11,14 +11,10 @@ import numpy as np
 import pytest
 
 from slidesam.server.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
-from slidesam.server.slides import (
-    ArrayImageSource,
-    Rect,
-    Resolution,
-    SlideStore,
-    plan_region,
-    resolve_downsample,
-)
+from slidesam.server.slides.array_source import ArrayImageSource
+from slidesam.server.slides.read_plan import resolve_downsample
+from slidesam.server.slides.regions import Rect, Resolution
+from slidesam.server.slides.store import SlideStore
 from slidesam.lab.synthetic.slide_writer import SyntheticSlide, write_synthetic_slide
 
 WIDTH, HEIGHT = 4096, 3072
@@ -166,21 +162,21 @@ def test_read_between_pyramid_levels(store: SlideStore, synthetic: SyntheticSlid
 
 
 @pytest.mark.parametrize("downsample", [0.5, 1.0, 3.0, 4.0, 6.0, 10.0])
-def test_plan_region_predicts_the_read_and_is_stable(store: SlideStore, downsample: float) -> None:
+def test_plan_read_predicts_the_read_and_is_stable(store: SlideStore, downsample: float) -> None:
     source = store.open("cases/case1.svs")
     requested = Rect(1000.7, 900.2, 1203.3, 801.9)
-    rect, shape = plan_region(source, requested, downsample)
+    rect, shape = source.plan_read(requested, downsample)
     region = source.read_region(requested, downsample)
     assert (rect, shape) == (region.rect, region.pixels.shape[:2])
-    assert plan_region(source, rect, downsample) == (rect, shape)
+    assert source.plan_read(rect, downsample) == (rect, shape)
 
 
-def test_plan_region_raises_what_read_region_raises(store: SlideStore) -> None:
+def test_plan_read_raises_what_read_region_raises(store: SlideStore) -> None:
     source = store.open("cases/case1.svs")
     with pytest.raises(InvalidArgument, match="outside the slide"):
-        plan_region(source, Rect(WIDTH, 0, 100, 100), 1.0)
+        source.plan_read(Rect(WIDTH, 0, 100, 100), 1.0)
     with pytest.raises(ResourceExhausted):
-        plan_region(source, Rect(0, 0, WIDTH, HEIGHT), 0.5)
+        source.plan_read(Rect(0, 0, WIDTH, HEIGHT), 0.5)
 
 
 def test_read_enlarging(store: SlideStore, synthetic: SyntheticSlide) -> None:
@@ -300,7 +296,7 @@ def test_array_source_places_its_pixels_in_level0() -> None:
     assert region.rect == Rect(1040, 520, 80, 40) and region.downsample == 4.0
     snapped = source.read_region(Rect(1041.0, 521.0, 78.0, 38.0), 8.0)
     assert snapped.rect == Rect(1040, 520, 80, 40) and snapped.pixels.shape == (5, 10, 3)
-    assert plan_region(source, Rect(1041.0, 521.0, 78.0, 38.0), 8.0) == (snapped.rect, (5, 10))
+    assert source.plan_read(Rect(1041.0, 521.0, 78.0, 38.0), 8.0) == (snapped.rect, (5, 10))
 
 
 def test_array_source_refuses_regions_outside_its_pixels() -> None:

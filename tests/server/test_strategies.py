@@ -9,7 +9,7 @@ import numpy as np
 import openslide
 import pytest
 import shapely
-from slidesam.qupath_bridge.client import Click, FieldOfView, SlideImage
+from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage
 from slidesam.server.engine.strategies import choose_plain
 
 REGION = (900.0, 1300.0, 1200.0, 1200.0)

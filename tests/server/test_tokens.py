@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from slidesam.server.errors import InvalidArgument, NotFound
-from slidesam.server.edge.tokens import TokenFileError, TokenStore, UserLimits, add_token_commands, run_tokens_command
+from slidesam.server.edge.tokens import TokenFileError, TokenStore, UserLimits
+from slidesam.server.edge.tokens_cli import add_token_commands, run_tokens_command
 
 REPO = Path(__file__).resolve().parents[2]
 

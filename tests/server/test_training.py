@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from slidesam.qupath_bridge.client import FieldOfView, SlideImage
+from slidesam.qupath_bridge.wire_requests import FieldOfView, SlideImage
 from slidesam.lab.evaluation.datasets import PatchFolder
 from slidesam.lab.evaluation.ground_truth import stain_mask
 from slidesam.server.models.registry import ModelRegistry

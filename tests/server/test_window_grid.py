@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from slidesam.server.engine.window_grid import WindowGrid, WindowIndex
 from slidesam.server.errors import InvalidArgument
-from slidesam.server.slides import Rect
+from slidesam.server.slides.regions import Rect
 
 grids = st.builds(
     WindowGrid,

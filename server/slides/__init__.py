@@ -1,0 +1,1 @@
+"""Slides and uploaded pixels as image sources: value types (regions), planning a read (read_plan), the two sources (openslide_source, array_source), the slide root (store) and real sample slides (samples)."""
