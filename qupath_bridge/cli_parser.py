@@ -114,6 +114,23 @@ def _segmentation_options() -> argparse.ArgumentParser:
     return parent
 
 
+def _export_training(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("project", type=Path, metavar="PROJECT", help="QuPath project (.qpproj or its folder) or GeoJSON project folder")
+    parser.add_argument("--classes", required=True, type=lambda t: tuple(c.strip() for c in t.split(",")), metavar="CLASS[,CLASS...]",
+                        help="the classes to export (hand-drawn annotations of them, and results slidesam wrote as them)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="a new folder to write (it must not exist)")
+    parser.add_argument("--accepted-class", metavar="CLASS",
+                        help="reclassifying a result to this class accepts it (it is exported as the class slidesam wrote)")
+    _resolution(parser)
+    parser.add_argument("--context", type=float, default=0.25, help="added around each object on every side, as a fraction of its longer side (default 0.25)")
+    parser.add_argument("--negatives-per-object", type=int, default=1, help="negative patches from the band around each object (default 1)")
+    parser.add_argument("--validation-fraction", type=float, default=0.25, help="share of the images for validation (default 0.25; 0: all train)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the split and the negatives (default 0)")
+    parser.add_argument("--slide-map", action="append", default=[], metavar="LOCAL_PREFIX=SERVER_PREFIX",
+                        help="as for sync: a sample's slide id on the server (its JSON's 'slide'), for slides under LOCAL_PREFIX")
+    parser.add_argument("--image", action="append", default=[], metavar="NAME", help="only this image (repeatable; default all)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slidesam",
@@ -208,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Writes DIR/slidesam-project.json and DIR/<image>.geojson for every image.")
     export.add_argument("project", type=Path, metavar="PROJECT")
     export.add_argument("--geojson", type=Path, required=True, metavar="DIR")
+
+    _export_training(commands.add_parser(
+        "export-training", parents=[progress], help="write the project's reviewed annotations as training patches",
+        description="Patch/mask pairs (PNG, mask 0/255, JSON placement and provenance) cut around each annotation of the "
+                    "classes, with context, tiled when larger than a 1024-px window, into DIR/train and DIR/validation "
+                    "(split by image) with DIR/manifest.json. Exported: annotations drawn by hand; slidesam results the "
+                    "user accepted (locked, or reclassified to --accepted-class or to another of the classes); results "
+                    "the user corrected (their final geometry); negatives from the band around each object. Unreviewed "
+                    "results are skipped. Resolution: x10 unless one of --magnification, --mpp, --downsample is given.",
+    ))
 
     imports = commands.add_parser("import", parents=[progress], help="read annotations from QuPath GeoJSON into a project",
                                   description="From a GeoJSON project, or a folder of <image>.geojson files; matched by UUID.")

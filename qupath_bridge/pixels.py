@@ -96,28 +96,36 @@ class LocalSlides:
             return _property(slide, openslide.PROPERTY_NAME_OBJECTIVE_POWER, path, "objective power (use --downsample)") / settings.magnification
         return max(1.0, max(rect[2], rect[3]) / MODEL_INPUT)
 
+    def pixel_size(self, path: PurePath) -> tuple[float | None, float | None]:
+        """The slide's level-0 µm per pixel and objective power (None where it does not record them)."""
+        slide = self.open(path)
+        return _optional_property(slide, openslide.PROPERTY_NAME_MPP_X), _optional_property(slide, openslide.PROPERTY_NAME_OBJECTIVE_POWER)
+
+    def read(self, path: PurePath, origin: tuple[int, int], size: tuple[int, int], downsample: float) -> np.ndarray:
+        """RGB pixels (rows x columns x 3) whose pixel (c, r) covers level-0 origin + [c, c+1) * downsample (same for
+        rows), from the pyramid level nearest below that downsample; beyond the slide's edge it is white."""
+        slide = self.open(path)
+        columns, rows = size
+        level = slide.get_best_level_for_downsample(downsample * (1 + _LEVEL_TOLERANCE))
+        level_downsample = slide.level_downsamples[level]
+        read = (math.ceil(columns * downsample / level_downsample), math.ceil(rows * downsample / level_downsample))
+        rgb = _on_white(np.asarray(slide.read_region(origin, level, read)))
+        if read != (columns, rows):
+            rgb = cv2.resize(rgb, (columns, rows), interpolation=cv2.INTER_AREA)
+        return rgb
+
     def region(self, path: PurePath, rect: tuple[int, int, int, int], downsample: float) -> UploadedRegion:
         """The level-0 rect read at downsample, as PNG placed at its level-0 origin.
 
         The image is ceil(w / downsample) x ceil(h / downsample) pixels, so it covers the whole rect;
         what lies beyond the slide's edge is white."""
-        slide = self.open(path)
         x, y, width, height = rect
-        columns, rows = math.ceil(width / downsample), math.ceil(height / downsample)
-        level = slide.get_best_level_for_downsample(downsample * (1 + _LEVEL_TOLERANCE))
-        level_downsample = slide.level_downsamples[level]
-        size = (math.ceil(columns * downsample / level_downsample), math.ceil(rows * downsample / level_downsample))
-        rgb = _on_white(np.asarray(slide.read_region((x, y), level, size)))
-        if size != (columns, rows):
-            rgb = cv2.resize(rgb, (columns, rows), interpolation=cv2.INTER_AREA)
+        rgb = self.read(path, (x, y), (math.ceil(width / downsample), math.ceil(height / downsample)), downsample)
         ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         if not ok:
             raise SlideUnreadable(f"could not encode the region {rect} of {path} as PNG")
-        return UploadedRegion(
-            png.tobytes(), origin_x=x, origin_y=y, downsample=downsample,
-            mpp=_optional_property(slide, openslide.PROPERTY_NAME_MPP_X),
-            objective_power=_optional_property(slide, openslide.PROPERTY_NAME_OBJECTIVE_POWER),
-        )
+        mpp, objective_power = self.pixel_size(path)
+        return UploadedRegion(png.tobytes(), origin_x=x, origin_y=y, downsample=downsample, mpp=mpp, objective_power=objective_power)
 
     def close(self) -> None:
         with self._lock:

@@ -16,9 +16,14 @@ QuPath (0.6.0, qupath-core) changes three things it is given, so slidesam writes
   and since 0.6.0 `GeometryConverter.roiToGeometry` normalizes the geometry of polygon and points ROIs (JTS
   `norm()`) but not of the others. The points of a Points annotation come out sorted by that normalization,
   while QuPath's `PointsROI` keeps them in the order given (the click order), and so does slidesam.
+
+`geometry_sha256` names a geometry as QuPath keeps it, whatever QuPath may change without changing the shape:
+how the model's geometry is recorded in a result's provenance, so an edit made in QuPath shows.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import shapely
@@ -74,6 +79,22 @@ def same_geometry(a: shapely.Geometry, b: shapely.Geometry) -> bool:
     if isinstance(a, (shapely.MultiPoint, shapely.Point)):
         return bool(shapely.equals_exact(a, b, 0))
     return bool(shapely.equals_exact(shapely.normalize(a), shapely.normalize(b), 0))
+
+
+def geometry_sha256(geometry: shapely.Geometry) -> str:
+    """SHA-256 (hex) of the geometry's vertices as QuPath keeps them: every vertex of every ring (its closing
+    repeat left out) or point, as integer hundredths of a pixel "x,y", sorted, joined by ";" (UTF-8). Ring
+    starts, orientations, part order and a one-part MultiPolygon read back as a Polygon leave it unchanged; moving,
+    adding or removing a vertex changes it. The Java live client (`Hashes.geometrySha256`) computes the same."""
+    vertices = []
+    for part in shapely.get_parts(qupath_geometry(geometry)):
+        rings = shapely.get_rings(part) if isinstance(part, shapely.Polygon) else [part]
+        for ring in rings:
+            coordinates = shapely.get_coordinates(ring)
+            vertices.append(coordinates[:-1] if isinstance(ring, shapely.LinearRing) else coordinates)
+    hundredths = np.rint(np.concatenate(vertices or [np.empty((0, 2))]) * 100).astype(np.int64)
+    ordered = hundredths[np.lexsort((hundredths[:, 1], hundredths[:, 0]))]
+    return hashlib.sha256(";".join(f"{x},{y}" for x, y in ordered.tolist()).encode()).hexdigest()
 
 
 def _as_written(xy: np.ndarray) -> np.ndarray:

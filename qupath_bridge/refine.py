@@ -10,10 +10,11 @@ measurements are kept and `SAM score` / `SAM area` added. The description become
 
     {"slidesam": 1, "source": "refine", "class": "Tumor", "original": "POLYGON ((...))",
      "refined": "POLYGON ((...))", "model_id": "mobile_sam@6dbb90523a35", "checkpoint_sha256": "...",
-     "score": 0.97, "field_of_view": {...}, "resolution": {...}, "settings": {...},
+     "score": 0.97, "geometry_sha256": "...", "field_of_view": {...}, "resolution": {...}, "settings": {...},
      "refinements": 1, "created": "2026-11-28T10:00:00Z"}
 
-`original` is the geometry before (WKT, full precision), `refined` the geometry written (WKT, 0.001 px);
+`original` is the geometry before (WKT, full precision), `refined` the geometry written (WKT, 0.001 px) and
+`geometry_sha256` its hash as QuPath keeps it (`qupath_values.geometry_sha256`);
 a description the annotation had before that was not slidesam's is kept as `user_description`.
 
 Idempotence and edits: an annotation whose geometry still equals its recorded `refined` geometry is
@@ -44,6 +45,7 @@ from tqdm import tqdm
 
 from slidesam.qupath_bridge.errors import ServerError
 from slidesam.qupath_bridge.project import Annotation, ImageEntry, Project, ProjectError
+from slidesam.qupath_bridge.qupath_values import geometry_sha256
 from slidesam.qupath_bridge.results import Segmentation, created_time, provenance
 from slidesam.qupath_bridge.segmenter import Segmenter
 from slidesam.qupath_bridge.sync import IMAGE_ERRORS, ProjectOpener, select_images
@@ -191,6 +193,7 @@ def refined_annotation(annotation: Annotation, answer: Segmentation, path_class:
         "model_id": result.model_id,
         "checkpoint_sha256": answer.checkpoint_sha256,
         "score": round(result.score, 6),
+        "geometry_sha256": geometry_sha256(result.geometry),
         "field_of_view": answer.field_of_view_json(),
         **answer.resolution_json(),
         "settings": settings,
@@ -215,20 +218,21 @@ def refined_annotation(annotation: Annotation, answer: Segmentation, path_class:
 # Running
 
 
-def check_class(project: Project, images: Sequence[ImageEntry], path_class: str) -> None:
-    """ProjectError listing the classes present when no annotation has the class and the project's
-    class list lacks it."""
+def check_classes(project: Project, images: Sequence[ImageEntry], path_classes: Sequence[str]) -> None:
+    """ProjectError listing the classes present for the first class that no annotation has and the project's
+    class list lacks."""
     present: set[str] = {c.name for c in project.path_classes()}
     for image in images:
         try:
             present |= {a.path_class for a in project.annotations(image.name) if a.path_class}
         except IMAGE_ERRORS:
-            continue  # reported when the image is refined
-    if path_class not in present:
-        near = [name for name in present if name.casefold() == path_class.casefold()]
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        listed = ", ".join(map(repr, sorted(present))) or "none"
-        raise ProjectError(f"no annotation has the class {path_class!r}{hint}; the classes present are: {listed}")
+            continue  # reported when the image is read again
+    for path_class in path_classes:
+        if path_class not in present:
+            near = [name for name in present if name.casefold() == path_class.casefold()]
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            listed = ", ".join(map(repr, sorted(present))) or "none"
+            raise ProjectError(f"no annotation has the class {path_class!r}{hint}; the classes present are: {listed}")
 
 
 def refine(
@@ -248,7 +252,7 @@ def refine(
     project = opener()
     try:
         images = select_images(project, names)
-        check_class(project, images, settings.path_class)
+        check_classes(project, images, [settings.path_class])
         total = 0
         for image in images:
             try:

@@ -4,7 +4,7 @@ A result carries its provenance three ways: its name ("SAM: <group>"), measureme
 "SAM clicks", "SAM area µm^2" or "SAM area px^2") and a JSON description:
 
     {"slidesam": 1, "source": "prompts", "group": "lesion 1", "prompts_sha256": "...",
-     "model_id": "mobile_sam@6dbb90523a35", "checkpoint_sha256": "...", "score": 0.97,
+     "model_id": "mobile_sam@6dbb90523a35", "checkpoint_sha256": "...", "score": 0.97, "geometry_sha256": "...",
      "clicks": [[x, y, 1], ...], "box": null, "field_of_view": {...}, "settings": {...},
      "resolution": {"requested_downsample": 2.0, "requested_mpp": 0.5, "encoder_downsample": 2.0,
                     "encoder_mpp": 0.5, "downsampled": false, "windows": 4, "coarse_downsample": 5.9},
@@ -12,6 +12,9 @@ A result carries its provenance three ways: its name ("SAM: <group>"), measureme
 
 `resolution` is the resolution the model saw beside the one asked for (see `wire_results.ModelResolution`;
 absent when the server does not report it); `downsampled` true means the polygon is coarser than asked.
+
+`geometry_sha256` names the geometry the model gave, as QuPath keeps it (`qupath_values.geometry_sha256`): a
+result whose geometry no longer has it was corrected in QuPath (`training_export`).
 
 `prompts_sha256` hashes the prompts and every setting that shapes the result (model, field of view,
 polygon options, class), so an unchanged group is skipped and a changed one replaces its result,
@@ -31,6 +34,7 @@ from typing import Mapping, Sequence
 
 from slidesam.qupath_bridge.project import Annotation, PathClass, Project
 from slidesam.qupath_bridge.prompts import PromptGroup
+from slidesam.qupath_bridge.qupath_values import geometry_sha256
 from slidesam.qupath_bridge.wire_results import ObjectResult
 
 _RESULT_NAMESPACE = uuid.UUID("0d7d8f5e-2b55-4a57-9c55-3e0f4f1f7c21")
@@ -137,6 +141,7 @@ def result_annotation(
         "model_id": result.model_id,
         "checkpoint_sha256": answer.checkpoint_sha256,
         "score": round(result.score, 6),
+        "geometry_sha256": geometry_sha256(result.geometry),
         **job.group.to_json(),
         "field_of_view": answer.field_of_view_json(),
         "settings": dict(settings),

@@ -5,17 +5,26 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from skimage import color
 
 from slidesam.lab.evaluation.datasets import Dataset
 
 
+TISSUE_MIN_SATURATION = 20  # HSV saturation (0-255) above which a pixel is stained tissue, not glass
+
+
 @dataclass(frozen=True)
 class Patch:
     name: str
     image: np.ndarray   # H x W x 3 uint8 RGB
-    mask: np.ndarray    # H x W bool
+    mask: np.ndarray    # H x W bool; empty for a negative (tissue without the object)
+
+
+def tissue_pixels(image: np.ndarray) -> np.ndarray:
+    """Stained pixels of an RGB patch: HSV saturation above TISSUE_MIN_SATURATION (glass is near white)."""
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)[..., 1] > TISSUE_MIN_SATURATION
 
 
 def load_patches(dataset: Dataset) -> list[Patch]:
@@ -24,15 +33,25 @@ def load_patches(dataset: Dataset) -> list[Patch]:
 
 def split(patches: list[Patch], validation_fraction: float, seed: int) -> tuple[list[Patch], list[Patch]]:
     """A seeded split by name hash: the same patch lands on the same side whatever else is in the set."""
-    def bucket(patch: Patch) -> float:
-        digest = hashlib.sha256(f"{seed}:{patch.name}".encode()).digest()
+    validation = set(validation_names([p.name for p in patches], validation_fraction, seed))
+    return [p for p in patches if p.name not in validation], [p for p in patches if p.name in validation]
+
+
+def validation_names(names: list[str], validation_fraction: float, seed: int) -> list[str]:
+    """The names `split` puts on the validation side: those whose seeded hash falls below the fraction,
+    and at least one patch on each side (the nearest to the cut moves over); ValueError for fewer than two."""
+    def bucket(name: str) -> float:
+        digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
 
-    validation = [p for p in patches if bucket(p) < validation_fraction]
-    training = [p for p in patches if bucket(p) >= validation_fraction]
-    if not training or not validation:
-        raise ValueError(f"{len(patches)} patches cannot be split {1 - validation_fraction:.0%}/{validation_fraction:.0%}: need more data")
-    return training, validation
+    if len(set(names)) < 2:
+        raise ValueError(f"{len(names)} patch(es) cannot be split into training and validation: need more data")
+    validation = [name for name in names if bucket(name) < validation_fraction]
+    if not validation:
+        validation = [min(names, key=bucket)]
+    elif len(validation) == len(names):
+        validation.remove(max(names, key=bucket))
+    return validation
 
 
 def data_hash(patches: list[Patch]) -> str:

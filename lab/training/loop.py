@@ -1,10 +1,12 @@
 """The training loop: iterative click simulation as SAM was trained, focal + dice + IoU-head loss.
 
 Per patch and step: a first prompt (a point drawn from the object, or its jittered bounding box with
-probability `box_probability`) decoded multimask, the mask loss taken on the best of the three outputs;
-then `rounds - 1` corrections, each a click drawn from the larger error region (missed object:
-positive; spill-over: negative) with the previous logits fed back, decoded single-mask. Losses are
-computed on the decoder's 256 x 256 logits against the ground truth in the same frame.
+probability `box_probability`; for a negative patch, whose target is empty, a positive click on a
+tissue pixel drawn at random, glass excluded) decoded multimask, the mask loss taken on the best of
+the three outputs; then `rounds - 1` corrections, each a click drawn from the larger error region
+(missed object: positive; spill-over: negative) with the previous logits fed back, decoded
+single-mask. Losses are computed on the decoder's 256 x 256 logits against the ground truth in the
+same frame.
 Deterministic: every random draw comes from `default_rng([seed, epoch, step, item])`.
 """
 
@@ -26,7 +28,7 @@ from slidesam.atomic_files import atomic_write
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from slidesam.lab.training.data import Patch, augment, variants
+from slidesam.lab.training.data import Patch, augment, tissue_pixels, variants
 from slidesam.lab.training.scenarios import encoder_frozen
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class Prepared:
 
     pixels: torch.Tensor   # 1 x 3 x S x S, normalised and padded
     target: torch.Tensor   # 256 x 256 bool
+    tissue: torch.Tensor | None = None  # 256 x 256 bool, empty targets only: where their first click may land
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -71,9 +74,10 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU of the predicted masks with the target; 1 where both are empty (a negative answered right)."""
     predicted = logits > 0
-    union = (predicted | target).flatten(-2).sum(-1).clamp(min=1)
-    return (predicted & target).flatten(-2).sum(-1) / union
+    union = (predicted | target).flatten(-2).sum(-1)
+    return torch.where(union == 0, 1.0, (predicted & target).flatten(-2).sum(-1) / union.clamp(min=1))
 
 
 class Trainer:
@@ -106,7 +110,16 @@ class Trainer:
         target = torch.zeros(self.size, self.size, device=self.device)
         target[:height, :width] = F.interpolate(torch.as_tensor(mask, dtype=torch.float32, device=self.device)[None, None], (height, width), mode="nearest")[0, 0]
         low = F.interpolate(target[None, None], (LOW_RES, LOW_RES), mode="area")[0, 0] > 0.5
-        return Prepared(pixels, low)
+        return Prepared(pixels, low, None if low.any() else self._tissue(resized))
+
+    def _tissue(self, resized: np.ndarray) -> torch.Tensor:
+        """The stained pixels of a resized image in the 256 x 256 frame (all of the image where none is)."""
+        frame = torch.zeros(2, self.size, self.size, device=self.device)
+        height, width = resized.shape[:2]
+        frame[0, :height, :width] = torch.as_tensor(tissue_pixels(resized), dtype=torch.float32, device=self.device)
+        frame[1, :height, :width] = 1.0
+        stained, inside = F.interpolate(frame[None], (LOW_RES, LOW_RES), mode="area")[0] > 0.5
+        return stained if stained.any() else inside
 
     def _prepared_variants(self, patch: Patch) -> list[Prepared]:
         if patch.name not in self._variants:
@@ -120,17 +133,17 @@ class Trainer:
                 self._embeddings[key] = self.sam.image_encoder(pixels).float()
         return self._embeddings[key]
 
-    def _example(self, patch: Patch, rng: np.random.Generator, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image embedding, target) for one patch: a fixed variant and cached embedding when the
+    def _encoded(self, patch: Patch, rng: np.random.Generator, training: bool) -> tuple[torch.Tensor, Prepared]:
+        """(image embedding, prepared patch) for one patch: a fixed variant and cached embedding when the
         encoder is frozen, a fresh augmentation and a differentiable encoding otherwise."""
         if self.frozen_encoder:
             index = int(rng.integers(self.config.augmentations_per_patch)) if training else 0
             prepared = self._prepared_variants(patch)[index]
-            return self._embedding((patch.name, index), prepared.pixels), prepared.target
+            return self._embedding((patch.name, index), prepared.pixels), prepared
         image, mask = augment(patch.image, patch.mask, rng) if training else (patch.image, patch.mask)
         prepared = self.prepare(image, mask)
         with self.autocast:
-            return self.sam.image_encoder(prepared.pixels), prepared.target
+            return self.sam.image_encoder(prepared.pixels), prepared
 
     # -------------------------------------------------------------------------------- prompts
 
@@ -141,7 +154,12 @@ class Trainer:
         pick = int(rng.integers(len(rows)))
         return float(cols[pick]) * 4 + 2, float(rows[pick]) * 4 + 2
 
-    def _first_prompt(self, target: torch.Tensor, rng: np.random.Generator) -> dict:
+    def _first_prompt(self, target: torch.Tensor, rng: np.random.Generator, tissue: torch.Tensor | None) -> dict:
+        if not target.any():
+            if tissue is None:
+                raise ValueError("an empty target (a negative patch) needs the tissue its first click lands on")
+            x, y = self._point_in(tissue, rng)
+            return {"points": [(x, y, 1)]}
         if rng.random() < self.config.box_probability:
             rows, cols = torch.nonzero(target, as_tuple=True)
             x0, x1, y0, y1 = (float(v) * 4 for v in (cols.min(), cols.max() + 1, rows.min(), rows.max() + 1))
@@ -161,10 +179,13 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- loss
 
-    def example_loss(self, embedding: torch.Tensor, target: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, float]:
-        """The loss over all rounds of one example, and the IoU of its last mask."""
+    def example_loss(
+        self, embedding: torch.Tensor, target: torch.Tensor, rng: np.random.Generator, tissue: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, float]:
+        """The loss over all rounds of one example, and the IoU of its last mask. An empty target (a
+        negative) needs `tissue`, where its first click lands; its corrections are negative clicks."""
         target_f = target.float()
-        prompt = self._first_prompt(target, rng)
+        prompt = self._first_prompt(target, rng, tissue)
         previous, total, last_iou = None, torch.zeros((), device=self.device), 0.0
         for round_ in range(self.config.rounds):
             with self.autocast:
@@ -200,8 +221,8 @@ class Trainer:
             batch_loss = torch.zeros((), device=self.device)
             for item, index in enumerate(batch):
                 rng = np.random.default_rng([self.config.seed, self.epoch, step, item])
-                embedding, target = self._example(self.training[index], rng, training=True)
-                loss, _ = self.example_loss(embedding, target, rng)
+                embedding, prepared = self._encoded(self.training[index], rng, training=True)
+                loss, _ = self.example_loss(embedding, prepared.target, rng, prepared.tissue)
                 batch_loss = batch_loss + loss / len(batch)
             batch_loss.backward()
             self.optimizer.step()
@@ -214,8 +235,8 @@ class Trainer:
         losses, ious = [], []
         for item, patch in enumerate(self.validation):
             rng = np.random.default_rng([self.config.seed, 10**6, item])
-            embedding, target = self._example(patch, rng, training=False)
-            loss, iou = self.example_loss(embedding, target, rng)
+            embedding, prepared = self._encoded(patch, rng, training=False)
+            loss, iou = self.example_loss(embedding, prepared.target, rng, prepared.tissue)
             losses.append(float(loss))
             ious.append(iou)
         return float(np.mean(losses)), float(np.mean(ious))

@@ -19,6 +19,7 @@ from slidesam.qupath_bridge.client import SlidesamClient
 from slidesam.qupath_bridge.fov import FovSettings, region_around_group
 from slidesam.qupath_bridge.project import Annotation, PathClass
 from slidesam.qupath_bridge.prompts import PromptClasses, PromptGroup, find_prompt_groups, outside_image
+from slidesam.qupath_bridge.qupath_values import geometry_sha256
 from slidesam.qupath_bridge.results import Job, Segmentation, result_annotation
 from slidesam.qupath_bridge.sync import PROMPTS_SOURCE, Settings
 from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage
@@ -133,6 +134,23 @@ def test_prompt_hash_equals_the_bridges_for_awkward_numbers_and_names(java):
         fov = {"margin": 0.1, "min_size": 2048.0, **resolution}
         reply = ok(java.ask("prompts_sha256", group=group_json(group), target_class="Tumor µ", model="mobile_sam", fov=fov))
         assert reply["sha256"] == group.sha256(settings.hashed())
+
+
+def test_geometry_hash_equals_the_bridges_off_the_grid_and_far_out(java):
+    """Coordinates off QuPath's 0.01-px grid, halfway between two grid steps, beyond 2^17 (where float32 keeps less
+    than 0.01 px), holes and several parts: the Java client names a result's geometry as the bridge does."""
+    rng = np.random.default_rng(3)
+    shapes = [shapely.box(10.005, 20.015, 300.125, 250.995).difference(shapely.box(80.2, 90.6, 200.4, 180.8))]
+    for offset in (0.0, 70_000.0, 140_000.0, 250_000.0):
+        angles = np.sort(rng.uniform(0, 2 * math.pi, 40))
+        radii = rng.uniform(300, 500, 40)
+        centre = offset + rng.uniform(1000, 2000, 2)
+        shapes.append(shapely.Polygon(np.c_[centre[0] + radii * np.cos(angles), centre[1] + radii * np.sin(angles)]))
+    shapes.append(shapely.MultiPolygon(shapes[:3]))
+    for geometry in shapes:
+        polygons = [[shapely.get_coordinates(ring)[:-1].ravel().tolist() for ring in (part.exterior, *part.interiors)]
+                    for part in shapely.get_parts(geometry)]
+        assert ok(java.ask("geometry_sha256", polygons=polygons))["sha256"] == geometry_sha256(geometry)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+import shapely
+from slidesam.v1 import slidesam_pb2 as pb
 
 from slidesam.qupath_bridge import cli
 from slidesam.qupath_bridge.geojson import feature_collection, write_geojson
@@ -16,7 +18,9 @@ from slidesam.qupath_bridge.geojson_project import GeoJSONProject
 from slidesam.qupath_bridge.pixels import LocalSlides
 from slidesam.qupath_bridge.project import ImageEntry
 from slidesam.qupath_bridge.qupath_values import qupath_class_colour
-
+from slidesam.qupath_bridge.results import Segmentation
+from slidesam.qupath_bridge.wire_geometry import polygons_to_pb
+from slidesam.qupath_bridge.wire_results import ObjectResult
 
 
 def points(name: str | None, path_class: str, *xy: tuple[float, float]) -> dict:
@@ -45,6 +49,27 @@ def geojson_project(folder: Path, slides: list[Path]) -> Path:
     local.close()
     GeoJSONProject.create(folder, images)
     return folder
+
+
+def paquo_project(folder: Path, slides: list[Path]) -> Path:
+    """A QuPath project (through paquo) holding the slides."""
+    from paquo.projects import QuPathProject
+
+    with QuPathProject(folder, mode="x") as qupath:
+        for slide in slides:
+            qupath.add_image(slide)
+    return folder
+
+
+def server_answer(geometry: shapely.Geometry) -> Segmentation:
+    """A server answer as it comes off the wire (for provenance written without a model)."""
+    raw = pb.SegmentationResult(
+        object_id="x", polygons=polygons_to_pb(geometry), score=0.97, area_px=geometry.area, area_um2=geometry.area / 16,
+        mpp_known=True, model_id="mobile_sam@6dbb90523a35", downsample=4.0,
+        region=pb.Rect(x=1250, y=900, width=1500, height=1200),
+        resolution=pb.ModelResolution(requested_downsample=4, requested_mpp=1, encoder_downsample=4, encoder_mpp=1, windows=1, windows_decoded=1),
+    )
+    return Segmentation(ObjectResult(raw), (1250, 900, 1500, 1200), "6dbb90523a35" + "0" * 52)
 
 
 def write_prompts(project: Path, image: str, features: list[dict]) -> Path:

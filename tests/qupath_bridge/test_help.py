@@ -14,6 +14,7 @@ from bridge_helpers import run_cli
     ("export", "--geojson"),
     ("import", "--replace"),
     ("refine", "--again"),
+    ("export-training", "--accepted-class"),
 ])
 def test_help(command, mentions, capsys):
     code, out, _ = run_cli(capsys, command, "--help")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from pathlib import Path
 
 import pytest
 import shapely
 
-from bridge_helpers import geojson_project
+from bridge_helpers import geojson_project, paquo_project
 from slidesam.qupath_bridge.project import Annotation, PathClass, ProjectChanged
 from slidesam.qupath_bridge.project_backends import open_project
-from slidesam.qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement, same_geometry
+from slidesam.qupath_bridge.qupath_values import geometry_sha256, qupath_class_colour, qupath_geometry, qupath_measurement, same_geometry
 
 TUMOUR = Annotation(
     "6f0b9d3e-1c2a-4f5b-9e8d-7a6b5c4d3e21",
@@ -25,22 +26,13 @@ TUMOUR = Annotation(
 PROMPT = Annotation("6f0b9d3e-1c2a-4f5b-9e8d-7a6b5c4d3e22", shapely.MultiPoint([(1600, 1350), (1500, 1300.005)]), "SAM positive", "lesion 1")
 
 
-def _paquo_project(folder: Path, slides: list[Path]) -> Path:
-    from paquo.projects import QuPathProject
-
-    with QuPathProject(folder, mode="x") as qupath:
-        for slide in slides:
-            qupath.add_image(slide)
-    return folder
-
-
 @pytest.fixture(params=["geojson", pytest.param("paquo", marks=pytest.mark.qupath)])
 def project_path(request, tmp_path, served_slide, local_slide) -> Path:
     slides = [served_slide.path, local_slide.path]
     if request.param == "geojson":
         return geojson_project(tmp_path / "project", slides)
     request.getfixturevalue("qupath_dir")
-    return _paquo_project(tmp_path / "project", slides)
+    return paquo_project(tmp_path / "project", slides)
 
 
 def _as_kept(annotation: Annotation, class_color: tuple[int, int, int]) -> Annotation:
@@ -87,6 +79,22 @@ def test_add_update_remove_and_read_back(project_path):
     (only,) = open_project(project_path).annotations("served.svs")
     assert _same(only, _as_kept(moved, (150, 200, 150)))
     assert only.geometry.bounds == (0.0, 0.0, 10.33, 10.0)
+
+
+def test_the_geometry_hash_survives_the_round_trip(project_path):
+    """What a result records of its geometry (`geometry_sha256`) names what the project gives back, whatever QuPath
+    does to ring starts, orientations, part order and one-part MultiPolygons; an edit of one vertex changes it."""
+    off_grid = shapely.Polygon([(1000.123456, 1200.987654), (1300.3333, 1210.5555), (1320.7777, 1400.1111), (990.4444, 1380.6666)])
+    shapes = {"one part": shapely.MultiPolygon([off_grid]), "holes and parts": TUMOUR.geometry, "points": PROMPT.geometry}
+    project = open_project(project_path)
+    for name, geometry in shapes.items():
+        project.add_annotation("served.svs", Annotation(str(uuid.uuid5(uuid.NAMESPACE_URL, name)), geometry, "Tumor", name))
+    project.save()
+    back = {a.name: a.geometry for a in open_project(project_path).annotations("served.svs")}
+    assert {name: geometry_sha256(back[name]) for name in shapes} == {name: geometry_sha256(g) for name, g in shapes.items()}
+    (kept,) = shapely.get_parts(back["one part"])
+    first, *rest = kept.exterior.coords[:-1]
+    assert geometry_sha256(shapely.Polygon([(first[0] + 1, first[1]), *rest])) != geometry_sha256(kept) == geometry_sha256(kept.reverse())
 
 
 def test_classes_are_added_once(project_path):
@@ -143,7 +151,7 @@ def test_both_backends_give_back_the_same(qupath_dir, tmp_path, served_slide, lo
         "6f0b9d3e-1c2a-4f5b-9e8d-7a6b5c4d3e23", shapely.Polygon([(100.123456, 200.987654), (300.3333, 210.5555), (320.7777, 400.1111), (90.4444, 380.6666)]),
         "Tumor: Positive", "off grid", description="ü", measurements={"ratio": 1 / 3},
     )
-    projects = [open_project(geojson_project(tmp_path / "geojson", slides)), open_project(_paquo_project(tmp_path / "qupath", slides))]
+    projects = [open_project(geojson_project(tmp_path / "geojson", slides)), open_project(paquo_project(tmp_path / "qupath", slides))]
     for project in projects:
         for annotation in (PROMPT, TUMOUR, off_grid):
             project.add_annotation("served.svs", annotation)

@@ -18,16 +18,13 @@ import pytest
 import shapely
 import shapely.affinity
 import shapely.geometry
-from slidesam.v1 import slidesam_pb2 as pb
 
-from bridge_helpers import features, geojson_project, run_cli, tree, write_prompts
+from bridge_helpers import features, geojson_project, run_cli, server_answer, tree, write_prompts
 from bridge_helpers import provenance as recorded
 from slidesam.qupath_bridge.geojson import write_geojson
 from slidesam.qupath_bridge.project_backends import open_project
 from slidesam.qupath_bridge.refine import decide, refined_annotation, same_outline
-from slidesam.qupath_bridge.results import Segmentation, provenance
-from slidesam.qupath_bridge.wire_geometry import polygons_to_pb
-from slidesam.qupath_bridge.wire_results import ObjectResult
+from slidesam.qupath_bridge.results import provenance
 
 BOWTIE = shapely.Polygon([(1500, 1100), (2500, 1900), (2500, 1100), (1500, 1900)])
 LINE = shapely.LineString([(1500, 1500), (2500, 1500)])
@@ -91,23 +88,12 @@ def project(served_slide, outlines, tmp_path) -> Path:
 # Without a server
 
 
-def _answer(geometry: shapely.Geometry) -> Segmentation:
-    """A server answer as it comes off the wire (for the provenance round trip, which needs no model)."""
-    raw = pb.SegmentationResult(
-        object_id="x", polygons=polygons_to_pb(geometry), score=0.97, area_px=geometry.area, area_um2=geometry.area / 16,
-        mpp_known=True, model_id="mobile_sam@6dbb90523a35", downsample=4.0,
-        region=pb.Rect(x=1250, y=900, width=1500, height=1200),
-        resolution=pb.ModelResolution(requested_downsample=4, requested_mpp=1, encoder_downsample=4, encoder_mpp=1, windows=1, windows_decoded=1),
-    )
-    return Segmentation(ObjectResult(raw), (1250, 900, 1500, 1200), "6dbb90523a35" + "0" * 52)
-
-
 def test_provenance_round_trip_and_what_a_rerun_or_an_edit_sees(project, served_slide, outlines):
     truth = served_slide.object_geometry
     store = open_project(project)
     original = next(a for a in store.annotations("served.svs") if a.name == "loose")
     original = dataclasses.replace(original, description="drawn by Dr X at x2", measurements={"Num spots": 3.0})
-    refined = refined_annotation(original, _answer(truth), "Tumor", {"model": "", "fov": {"magnification": 10}})
+    refined = refined_annotation(original, server_answer(truth), "Tumor", {"model": "", "fov": {"magnification": 10}})
     store.update_annotation("served.svs", refined)
     store.save()
 
@@ -138,7 +124,7 @@ def test_provenance_round_trip_and_what_a_rerun_or_an_edit_sees(project, served_
         assert decide(edited, 4096, 3072, again=False).action == "edited"
         again = decide(edited, 4096, 3072, again=True)
         assert again.action == "refine" and again.outline.equals(shapely.MultiPolygon([edit]))
-    rerefined = refined_annotation(dataclasses.replace(back, geometry=shapely.Polygon(moved)), _answer(truth), "Tumor", {})
+    rerefined = refined_annotation(dataclasses.replace(back, geometry=shapely.Polygon(moved)), server_answer(truth), "Tumor", {})
     record = json.loads(rerefined.description)
     assert record["refinements"] == 2 and record["user_description"] == "drawn by Dr X at x2"
     assert shapely.from_wkt(record["original"]).equals(shapely.Polygon(moved))

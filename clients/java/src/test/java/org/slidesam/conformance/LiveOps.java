@@ -14,10 +14,12 @@ import java.util.List;
 import java.util.Map;
 import javax.imageio.ImageIO;
 import org.slidesam.client.Click;
+import org.slidesam.client.Polygon;
 import org.slidesam.client.Rect;
 import org.slidesam.client.Resolution;
 import org.slidesam.client.SlidesamClient;
 import org.slidesam.client.live.FovSettings;
+import org.slidesam.client.live.Hashes;
 import org.slidesam.client.live.LiveImage;
 import org.slidesam.client.live.LiveSegmenter;
 import org.slidesam.client.live.LiveSettings;
@@ -69,6 +71,15 @@ final class LiveOps {
             case "live_undo_edit": {
                 var edit = live.undoEdit(annotations(request));
                 return edit == null ? Map.of() : Map.of("id", edit.annotationId(), "remaining", edit.remaining());
+            }
+            case "geometry_sha256": {
+                var polygons = new ArrayList<Polygon>();
+                for (JsonElement polygon : request.getAsJsonArray("polygons")) {
+                    var rings = new ArrayList<double[]>();
+                    polygon.getAsJsonArray().forEach(ring -> rings.add(doubles(ring.getAsJsonArray())));
+                    polygons.add(new Polygon(rings.get(0), rings.subList(1, rings.size())));
+                }
+                return Map.of("sha256", Hashes.geometrySha256(polygons));
             }
             case "prompts_sha256":
                 return Map.of("sha256", group(request.getAsJsonObject("group")).sha256(settings(request)));
@@ -180,6 +191,14 @@ final class LiveOps {
 
     private static Rect rect(JsonArray xywh) {
         return new Rect(xywh.get(0).getAsDouble(), xywh.get(1).getAsDouble(), xywh.get(2).getAsDouble(), xywh.get(3).getAsDouble());
+    }
+
+    private static double[] doubles(JsonArray array) {
+        double[] values = new double[array.size()];
+        for (int i = 0; i < values.length; i++) {
+            values[i] = array.get(i).getAsDouble();
+        }
+        return values;
     }
 
     private static List<String> strings(JsonArray array) {

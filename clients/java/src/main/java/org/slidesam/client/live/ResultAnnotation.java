@@ -44,6 +44,7 @@ public record ResultAnnotation(String group, String name, String pathClass, Stri
         record.put("model_id", result.modelId());
         record.put("checkpoint_sha256", checkpointSha256);
         record.put("score", PyFormat.round(result.score(), 6));
+        record.put("geometry_sha256", Hashes.geometrySha256(result.polygons()));
         record.putAll(group.promptsJson());
         var fov = new LinkedHashMap<String, Object>();
         fov.put("x", (long) region.x());
