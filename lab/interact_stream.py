@@ -8,6 +8,7 @@ import threading
 import time
 
 import grpc
+
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 

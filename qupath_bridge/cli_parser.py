@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from slidesam.v1.conventions import WINDOW_MODES
-
 from slidesam.qupath_bridge.wire_requests import Click
 
 

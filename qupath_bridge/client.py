@@ -13,9 +13,9 @@ import grpc
 import shapely
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
-
 from slidesam.qupath_bridge.errors import ConnectionLost, ServerError
 from slidesam.qupath_bridge.remote_object import RemoteObject
 from slidesam.qupath_bridge.stream import InteractStream

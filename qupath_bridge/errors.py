@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1.conventions import RETRY_AFTER_METADATA
 

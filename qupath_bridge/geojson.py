@@ -33,7 +33,6 @@ import shapely
 import shapely.geometry
 
 from slidesam.atomic_files import atomic_write
-
 from slidesam.qupath_bridge.project import Annotation
 from slidesam.qupath_bridge.qupath_values import qupath_class_colour, qupath_geometry, qupath_measurement
 

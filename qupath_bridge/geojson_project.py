@@ -29,7 +29,6 @@ from pathlib import Path, PurePath
 from typing import Sequence
 
 from slidesam.atomic_files import atomic_write
-
 from slidesam.qupath_bridge.geojson import (
     annotation_to_feature,
     dumps,

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from slidesam.atomic_files import atomic_write
 from tqdm import tqdm
 
+from slidesam.atomic_files import atomic_write
 from slidesam.qupath_bridge.geojson import dumps
 from slidesam.qupath_bridge.project import ImageEntry
 from slidesam.qupath_bridge.prompt_sources import PromptSource, PromptSourceError

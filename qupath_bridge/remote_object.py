@@ -7,8 +7,8 @@ import time
 from typing import Callable, Protocol, Sequence
 
 import shapely
-from slidesam.v1 import slidesam_pb2 as pb
 
+from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.qupath_bridge.errors import ConnectionLost, ServerError
 from slidesam.qupath_bridge.stream import InteractStream, StreamBroken
 from slidesam.qupath_bridge.wire_geometry import polygons_to_pb

@@ -7,9 +7,9 @@ import queue
 from typing import Iterator
 
 import grpc
+
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
-
 from slidesam.qupath_bridge.errors import ServerError
 
 _RECONNECTABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 import shapely
+
 from slidesam.v1 import slidesam_pb2 as pb
 
 

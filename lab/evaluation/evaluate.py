@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 
 import cv2
-from slidesam.atomic_files import atomic_write
 from tqdm import tqdm
 
+from slidesam.atomic_files import atomic_write
 from slidesam.lab.evaluation.datasets import Dataset
 from slidesam.lab.evaluation.metrics import DEFAULT_BOUNDARY_UM
 from slidesam.lab.evaluation.report import build_results, write_report

@@ -26,7 +26,6 @@ import numpy as np
 import shapely
 
 from slidesam.v1 import slidesam_pb2 as pb
-
 from slidesam.server.engine.cache import EmbeddingCache
 from slidesam.server.engine.engine import Engine
 from slidesam.server.engine.prompts import Click, PolygonRequest, RegionRequest, SlideRef, UploadRef

@@ -11,7 +11,6 @@ from skimage import color
 
 from slidesam.lab.evaluation.datasets import Dataset
 
-
 TISSUE_MIN_SATURATION = 20  # HSV saturation (0-255) above which a pixel is stained tissue, not glass
 
 

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
-from slidesam.atomic_files import atomic_write
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from slidesam.atomic_files import atomic_write
 from slidesam.lab.training.data import Patch, augment, tissue_pixels, variants
 from slidesam.lab.training.scenarios import encoder_frozen
 

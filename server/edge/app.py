@@ -13,8 +13,8 @@ import grpc
 import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from slidesam.v1 import slidesam_pb2 as pb
 
+from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.server.edge.auth import Authenticator
 from slidesam.server.edge.config import MiB, ServerConfig
 from slidesam.server.uploads.decode_pool import DecodePool

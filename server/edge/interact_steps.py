@@ -13,8 +13,8 @@ from functools import partial
 from typing import Any, Awaitable, Callable
 
 import grpc
-from slidesam.v1 import slidesam_pb2 as pb
 
+from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.server import errors
 from slidesam.server.edge.auth import User
 from slidesam.server.edge.metrics import ServerMetrics

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf.message import DecodeError, Message
+
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
-
 from slidesam.server import errors
 
 

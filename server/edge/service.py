@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 import grpc
+
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
-
 from slidesam.server import errors
 from slidesam.server.edge.auth import Authenticator, User
 from slidesam.server.edge.interact_steps import InteractSteps, StreamState

@@ -7,8 +7,8 @@ import logging
 from typing import NoReturn
 
 import grpc
-from slidesam.v1.conventions import RETRY_AFTER_METADATA
 
+from slidesam.v1.conventions import RETRY_AFTER_METADATA
 from slidesam.server import errors
 from slidesam.server.edge.metrics import ServerMetrics
 

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from slidesam.atomic_files import atomic_write
-
 from slidesam.server.errors import InvalidArgument, NotFound, SlidesamError
 
 log = logging.getLogger(__name__)

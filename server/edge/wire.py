@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import shapely
+
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1.conventions import STRATEGIES, STRATEGY_NAMES, WINDOW_MODES
-
 from slidesam.server.engine.prompts import (
     MAX_OUTLINE_VERTICES, Box, Click, Outline, PolygonRequest, RegionRequest, SlideRef, UploadRef, require_finite,
 )

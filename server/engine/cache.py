@@ -8,8 +8,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from slidesam.server.fair_share import acting_user
-from slidesam.server.fair_share import FairShareLRU, Full
+from slidesam.server.fair_share import acting_user, FairShareLRU, Full
 from slidesam.server.models.sam import ImageEmbedding
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from slidesam.atomic_files import atomic_write
 
+from slidesam.atomic_files import atomic_write
 from slidesam.server.engine.window_grid import WindowIndex
 from slidesam.server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from slidesam.server.models.sam import ImageEmbedding

@@ -35,7 +35,6 @@ from slidesam.server.slides.regions import ImageSource, Rect
 from slidesam.server.slides.store import SlideStore
 from slidesam.server.uploads.store import UploadStore
 
-
 CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 

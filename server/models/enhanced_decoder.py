@@ -24,7 +24,6 @@ from segment_anything.modeling.transformer import TwoWayTransformer
 from torch import nn
 from torch.nn import functional as F
 
-
 SAM_DECODER_DEPTH = 2  # layers SAM's own decoder has, and which load its weights
 
 

@@ -20,9 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
-from slidesam.server.fair_share import SERVER_USER
+from slidesam.server.fair_share import SERVER_USER, FairShareLRU, Full
 from slidesam.server.errors import InvalidArgument, NotFound, ResourceExhausted
-from slidesam.server.fair_share import FairShareLRU, Full
 from slidesam.server.uploads.decoding import ImageHeader, decode_rgb, read_header
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -15,6 +15,7 @@ import openslide
 import pytest
 import shapely
 from conformance_drivers import Driver, python_outcome
+
 from slidesam.qupath_bridge.client import SlidesamClient
 from slidesam.qupath_bridge.fov import FovSettings, region_around_group
 from slidesam.qupath_bridge.project import Annotation, PathClass
@@ -24,7 +25,6 @@ from slidesam.qupath_bridge.results import Job, Segmentation, result_annotation
 from slidesam.qupath_bridge.sync import PROMPTS_SOURCE, Settings
 from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage
 from slidesam.server.engine.geometry import geometry_iou
-
 from tests.conftest import SLIDE_ID
 
 EPOCH = "1790000000"

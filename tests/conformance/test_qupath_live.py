@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import shapely
-from slidesam.qupath_bridge.geojson import feature_to_annotation
 from support.qupath import run_groovy
 
+from slidesam.qupath_bridge.geojson import feature_to_annotation
 from tests.qupath_bridge.bridge_helpers import geojson_project, points, results, run_cli, write_prompts
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,11 +9,11 @@ import numpy as np
 import openslide
 import pytest
 from conformance_drivers import Driver, PythonSession
+
 from slidesam.qupath_bridge.client import SlidesamClient
 from slidesam.qupath_bridge.errors import ServerError
 from slidesam.qupath_bridge.tls import TlsSettings
 from slidesam.qupath_bridge.wire_requests import UploadedRegion
-
 from tests.conftest import SLIDE_ID, make_server
 
 
@@ -154,6 +154,7 @@ def test_uploaded_pixels_are_sent_when_missing_and_give_the_same_polygons(driver
 def secure_server(model_registry, slide_root, synthetic_slide, tmp_path_factory):
     """TLS with client certificates (mutual TLS) and bearer tokens, as a shared lab server runs."""
     from support.certificates import write_certificates
+
     from slidesam.server.edge.tokens import TokenStore
 
     folder = tmp_path_factory.mktemp("secure")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import shapely
-from slidesam.v1 import slidesam_pb2 as pb
 
+from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.qupath_bridge import cli
 from slidesam.qupath_bridge.geojson import feature_collection, write_geojson
 from slidesam.qupath_bridge.geojson_project import GeoJSONProject

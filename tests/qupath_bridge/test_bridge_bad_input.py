@@ -7,7 +7,6 @@ import socket
 import uuid
 
 import pytest
-
 from bridge_helpers import box, geojson_project, points, run_cli, tree, write_prompts
 
 GOOD = [points("lesion 1", "SAM positive", (2000.0, 1500.0))]

@@ -11,8 +11,8 @@ import warnings
 
 import pytest
 import shapely
-from slidesam.v1 import slidesam_pb2 as pb
 
+from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.qupath_bridge.fov import FovSettings
 from slidesam.qupath_bridge.wire_geometry import outline_geometry, polygons_from_pb, polygons_to_pb
 from slidesam.qupath_bridge.wire_requests import FieldOfView, SlideImage

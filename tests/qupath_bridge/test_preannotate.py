@@ -12,7 +12,6 @@ import time
 
 import shapely
 from shapely.geometry import shape
-
 from bridge_helpers import cli_command, geojson_project, provenance, results, run_cli, run_process, tree
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1790000000"}  # the provenance time, so that two runs can be compared byte for byte

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import shapely
-
 from bridge_helpers import geojson_project, paquo_project
+
 from slidesam.qupath_bridge.project import Annotation, PathClass, ProjectChanged
 from slidesam.qupath_bridge.project_backends import open_project
 from slidesam.qupath_bridge.qupath_values import geometry_sha256, qupath_class_colour, qupath_geometry, qupath_measurement, same_geometry

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import shapely
-
 from bridge_helpers import cli_command, points, run_cli, tree, write_prompts
-from slidesam.qupath_bridge.qupath_values import same_geometry
 from support.qupath import read_with_qupath, run_groovy
+
+from slidesam.qupath_bridge.qupath_values import same_geometry
 
 pytestmark = pytest.mark.qupath
 SCRIPT = Path(__file__).with_name("qupath_project.groovy")

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import shapely
 from shapely.geometry import shape
-
 from bridge_helpers import box, features, geojson_project, points, write_prompts
+from support.qupath import read_with_qupath
+
 from slidesam.lab.demo_object import click_on_epithelium, result_feature
 from slidesam.qupath_bridge import cli
 from slidesam.qupath_bridge.client import SlidesamClient
@@ -20,7 +21,6 @@ from slidesam.qupath_bridge.geojson import DESCRIPTION_KEY, annotation_to_featur
 from slidesam.qupath_bridge.project import Annotation
 from slidesam.qupath_bridge.project_backends import open_project
 from slidesam.qupath_bridge.qupath_values import qupath_class_colour, same_geometry
-from support.qupath import read_with_qupath
 
 pytestmark = pytest.mark.qupath
 CENTRE = (2000.0, 1500.0)  # the served slide's object

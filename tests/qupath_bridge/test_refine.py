@@ -18,9 +18,9 @@ import pytest
 import shapely
 import shapely.affinity
 import shapely.geometry
-
 from bridge_helpers import features, geojson_project, run_cli, server_answer, tree, write_prompts
 from bridge_helpers import provenance as recorded
+
 from slidesam.qupath_bridge.geojson import write_geojson
 from slidesam.qupath_bridge.project_backends import open_project
 from slidesam.qupath_bridge.refine import decide, refined_annotation, same_outline

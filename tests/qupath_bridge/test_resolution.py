@@ -12,7 +12,6 @@ import re
 import pytest
 import shapely
 from shapely.geometry import shape
-
 from bridge_helpers import geojson_project, points, provenance, results, run_cli, write_prompts
 
 CENTRE = (2000.0, 1500.0)  # the served slide's object (radii 500 x 350); 40x, 0.25 µm/px

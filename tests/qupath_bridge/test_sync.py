@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import shapely
 from shapely.geometry import shape
-
 from bridge_helpers import (
     cli_command,
     features,
@@ -22,6 +21,7 @@ from bridge_helpers import (
     tree,
     write_prompts,
 )
+
 from slidesam.qupath_bridge.geojson import write_geojson
 
 CENTRE = (2000.0, 1500.0)  # the served slide's object (radii 500 x 350)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import shapely
 import shapely.affinity
-
 from bridge_helpers import geojson_project, paquo_project, run_cli, server_answer, tree
+
 from slidesam.lab.evaluation.datasets import PatchFolder
 from slidesam.lab.synthetic.slide_writer import write_synthetic_slide
 from slidesam.qupath_bridge.export_tiles import Window, object_windows, rasterise, tissue_fraction

@@ -6,6 +6,7 @@ import json
 import re
 
 from bridge_helpers import box, features, points, run_cli, tree, write_prompts
+
 from slidesam.qupath_bridge.geojson import feature_collection, write_geojson
 from slidesam.qupath_bridge.project_backends import open_project
 

@@ -10,9 +10,9 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
-
 from tests.conftest import SLIDE_ID, TEST_MAX_MESSAGE_MB
 
 GOOD_REGION = pb.Rect(x=4000, y=2400, width=2600, height=1900)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from slidesam.server.engine.cache import EmbeddingCache, EmbeddingKey
 from slidesam.server.models.sam import ImageEmbedding
 

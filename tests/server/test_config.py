@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+
 from slidesam.server.cli import build_parser
 from slidesam.server.edge.serve_cli import serve_config
 from slidesam.server.edge.config import ConfigError, load_config

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 from scipy import ndimage
+from skimage import data as skimage_data
+
 from slidesam.lab.evaluation.clicker import Clicker
 from slidesam.lab.evaluation.datasets import PatchFolder, WsiDataset, WsiSampling
 from slidesam.lab.evaluation.evaluate import run_evaluation
@@ -18,7 +20,6 @@ from slidesam.lab.evaluation.metrics import iou_drops, number_of_clicks, summari
 from slidesam.lab.evaluation.runner import EngineBackend, GrpcBackend, evaluate_sample
 from slidesam.server.engine.geometry import RegionTransform, geometry_to_mask
 from slidesam.lab.synthetic.wsi_datasets import exclusion_of, write_camelyon_dataset, write_paip_dataset
-from skimage import data as skimage_data
 
 # --------------------------------------------------------------------------------------- simulator
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from slidesam.lab.evaluation.datasets import PatchFolder
 from slidesam.lab.evaluation.metrics import boundary, boundary_f_score, boundary_summary, summarise
 from slidesam.lab.evaluation.report import seconds_per_click

@@ -40,10 +40,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from support.fuzz_messages import FuzzTarget, RequestStrategies
+
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
-
-from support.fuzz_messages import FuzzTarget, RequestStrategies
 from tests.conftest import make_server
 
 # The server decodes fuzzed images in this process; PIL warns about their broken TIFF tags.

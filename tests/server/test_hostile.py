@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+
 from slidesam.qupath_bridge.errors import ServerError
 from slidesam.qupath_bridge.wire_requests import FieldOfView, SlideImage
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
-
 from slidesam.server.engine.session import MAX_HISTORY_BYTES, MAX_HISTORY_STEPS, EngineObject
 from slidesam.lab.synthetic.hostile_images import deep_rgba_png, lying_jpeg, many_scan_jpeg
 from slidesam.lab.interact_stream import InteractStream

@@ -7,11 +7,11 @@ import grpc
 import numpy as np
 import pytest
 import shapely
+
 from slidesam.qupath_bridge.client import SlidesamClient
 from slidesam.qupath_bridge.errors import ServerError
 from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage, UploadedRegion
 from slidesam.server.engine.geometry import geometry_iou
-
 from tests.conftest import SLIDE_ID, make_server
 
 IOU_THRESHOLD = 0.90

@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 import torch
+
 from slidesam.server.errors import ModelUnavailable, NotFound
 from slidesam.server.models.checkpoints import MOBILE_SAM_SHA256, sha256_of_file
 from slidesam.server.models.registry import ModelRegistry

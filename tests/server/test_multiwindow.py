@@ -19,7 +19,6 @@ from slidesam.server.engine.geometry import geometry_iou
 from slidesam.server.slides.regions import Rect, Resolution
 from slidesam.server.slides.store import SlideStore
 from slidesam.server.uploads.store import UploadStore
-
 from tests.conftest import SLIDE_ID
 
 POLYGONS = PolygonRequest(max_vertices=100_000)

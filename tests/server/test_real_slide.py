@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import openslide
 import pytest
+
 from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage, UploadedRegion
 
 REGION = (900.0, 1300.0, 1200.0, 1200.0)  # squamous epithelium with a small vessel inside

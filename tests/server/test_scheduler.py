@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+
 from slidesam.server.engine.scheduler import FairQueue, Job, Priority, Scheduler, SchedulerConfig
 from slidesam.server.errors import DeadlineExceeded, ResourceExhausted
 from slidesam.server.models.preemption import preemption_hook, yield_point
@@ -298,6 +299,7 @@ def test_stepped_encode_is_exactly_the_encoder_and_pauses_between_blocks(model_r
 
 def test_stepped_encode_of_a_sam_vit_encoder():
     from segment_anything.modeling.image_encoder import ImageEncoderViT
+
     from slidesam.server.models.encoder_steps import encode_in_steps
 
     torch.manual_seed(0)

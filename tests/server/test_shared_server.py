@@ -15,13 +15,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from support.certificates import write_certificates
+
 from slidesam.qupath_bridge.client import SlidesamClient
 from slidesam.qupath_bridge.errors import ConnectionLost, ServerError
 from slidesam.qupath_bridge.tls import TlsSettings
 from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage
-from support.certificates import write_certificates
 from slidesam.server.edge.tokens import TokenStore, UserLimits
-
 from tests.conftest import SLIDE_ID, make_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,6 +135,7 @@ def test_per_user_stream_limit(secured, synthetic_slide, tokens):
 def test_per_user_upload_rate_limit(secured, tokens):
     import cv2
     import numpy as np
+
     from slidesam.qupath_bridge.wire_requests import UploadedRegion
 
     def region(seed: int) -> UploadedRegion:

@@ -9,6 +9,7 @@ import numpy as np
 import openslide
 import pytest
 import shapely
+
 from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage
 from slidesam.server.engine.strategies import choose_plain
 
@@ -62,6 +63,7 @@ def test_consistent_honours_every_click_on_real_tissue(client, cmu_slide):
 
 def test_unknown_strategy_is_refused(client, cmu_slide):
     import grpc
+
     from slidesam.v1 import slidesam_pb2 as pb
 
     request = pb.SegmentRequest(field_of_view=FieldOfView(SlideImage(cmu_slide.name), *REGION).to_pb(),

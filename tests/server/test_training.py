@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from skimage import data as skimage_data
+
 from slidesam.qupath_bridge.wire_requests import FieldOfView, SlideImage
 from slidesam.lab.evaluation.datasets import PatchFolder
 from slidesam.lab.evaluation.ground_truth import stain_mask
@@ -18,8 +20,6 @@ from slidesam.server.models.enhanced_decoder import EnhancedDecoderConfig
 from slidesam.lab.training.loop import Trainer, TrainConfig
 from slidesam.lab.training.run import train
 from slidesam.lab.training.scenarios import SCENARIOS, set_trainable, with_enhanced_decoder
-from skimage import data as skimage_data
-
 from tests.conftest import SLIDE_ID, make_server
 
 GROUPS = ("image_encoder", "prompt_encoder", "mask_decoder")

@@ -19,7 +19,6 @@ from slidesam.qupath_bridge.project import ImageEntry
 from slidesam.qupath_bridge.wire_requests import FieldOfView, SlideImage
 from slidesam.server.cli import main
 from slidesam.server.models.registry import ModelRegistry
-
 from tests.conftest import make_server
 
 CENTERS = [(1500.0, 1250.0), (1580.0, 1300.0), (1520.0, 1240.0)]

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
+
 from slidesam.v1 import slidesam_pb2 as pb
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
