@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from slidesam.lab.evaluation import report
-from slidesam.lab.evaluation.datasets import WsiSampling, open_dataset
+from slidesam.lab.evaluation.datasets import PatchFolder, WsiSampling, open_dataset
 from slidesam.lab.evaluation.evaluate import evaluation_config, run_evaluation
 from slidesam.lab.evaluation.large_patches import build_large_patches
 from slidesam.lab.evaluation.runner import EngineBackend, GrpcBackend
@@ -84,7 +84,13 @@ def add_lab_commands(commands: argparse._SubParsersAction) -> None:
     training.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (1e-4 drifted SAM's logits in small runs)")
     training.add_argument("--rounds", type=int, default=3, help="prompt rounds per example: the first prompt plus corrections")
     training.add_argument("--augmentations", type=int, default=4, help="fixed augmentations per patch when the encoder is frozen")
-    training.add_argument("--validation-fraction", type=float, default=0.25)
+    training.add_argument("--validation-fraction", type=float, default=0.25,
+                          help="seeded share of the patches kept for the validation loss (without --validation-data)")
+    training.add_argument("--validation-data", type=Path, metavar="DIR",
+                          help="patch folder for the validation loss instead (e.g. other regions of the same slides); "
+                               "refused if it shares a patch with --data")
+    training.add_argument("--embedding-cache", type=Path, metavar="DIR",
+                          help="keep the frozen encoder's outputs here for the next run (sweeps re-encode nothing)")
     training.add_argument("--decoder-depth", type=int, default=4, help="enhanced decoder: two-way transformer layers")
     training.add_argument("--global-grid", type=int, default=16, help="enhanced decoder: pooled grid the global block attends to")
     training.add_argument("--seed", type=int, default=0)
@@ -157,7 +163,12 @@ def run_train(args: argparse.Namespace) -> None:
     config = TrainConfig(args.train, args.epochs, args.batch_size, args.lr, rounds=args.rounds,
                          augmentations_per_patch=args.augmentations, seed=args.seed)
     decoder = EnhancedDecoderConfig(depth=args.decoder_depth, global_grid=args.global_grid)
-    path = train(registry_from(args), args.model, dataset, config, args.out, args.name, decoder, args.validation_fraction, args.resume)
+    try:
+        validation = PatchFolder(args.validation_data) if args.validation_data else None
+        path = train(registry_from(args), args.model, dataset, config, args.out, args.name, decoder, args.validation_fraction,
+                     args.resume, validation, args.embedding_cache)
+    except ValueError as error:
+        raise SystemExit(f"slidesam-server train: {error}") from error
     print(f"fine-tuned model: {path} (serve or evaluate it with --model-dir {args.out} --model {path.stem})")
 
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from slidesam.atomic_files import atomic_write
 from slidesam.lab.training.data import Patch, augment, tissue_pixels, variants
+from slidesam.lab.training.embedding_cache import EmbeddingDiskCache
 from slidesam.lab.training.scenarios import encoder_frozen
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,10 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class Trainer:
     """Trains the parts of a SAM model its scenario leaves unfrozen; checkpoints every epoch."""
 
-    def __init__(self, sam: Sam, config: TrainConfig, training: list[Patch], validation: list[Patch], out_dir: Path, metadata: dict):
+    def __init__(
+        self, sam: Sam, config: TrainConfig, training: list[Patch], validation: list[Patch], out_dir: Path, metadata: dict,
+        embedding_cache: EmbeddingDiskCache | None = None,
+    ):
         # Eval mode throughout: TinyViT's batch norms keep their pretrained statistics (batches here
         # hold one image per encoder pass) and nothing in SAM uses dropout; gradients flow all the same.
         self.sam, self.config, self.out_dir, self.metadata = sam.eval(), config, out_dir, metadata
@@ -96,6 +100,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast("cpu", enabled=False)
         self._embeddings: dict[tuple[str, int], torch.Tensor] = {}
+        self.embedding_cache = embedding_cache
         self._variants: dict[str, list[Prepared]] = {}
         self.history: list[dict] = []
         self.epoch = 0
@@ -127,10 +132,14 @@ class Trainer:
         return self._variants[patch.name]
 
     def _embedding(self, key: tuple[str, int], pixels: torch.Tensor) -> torch.Tensor:
-        """Frozen encoder: computed once per patch and augmentation, reused every epoch."""
+        """Frozen encoder: computed once per patch and augmentation (or read from the disk cache), reused
+        every epoch."""
         if key not in self._embeddings:
             with torch.no_grad(), self.autocast:
-                self._embeddings[key] = self.sam.image_encoder(pixels).float()
+                if self.embedding_cache is None:
+                    self._embeddings[key] = self.sam.image_encoder(pixels).float()
+                else:
+                    self._embeddings[key] = self.embedding_cache.get_or_encode(pixels, self.sam.image_encoder)
         return self._embeddings[key]
 
     def _encoded(self, patch: Patch, rng: np.random.Generator, training: bool) -> tuple[torch.Tensor, Prepared]:

@@ -30,6 +30,20 @@ def fetch_stardist_histo(directory: Path) -> Path:
     return _fetch(STARDIST_HISTO, Path(directory) / "stardist-histo.jpg", STARDIST_HISTO_SHA256)
 
 
+HGSC_NEST = PyPISource("histolytics==0.3.0", "histolytics/data/hgsc_nest.jpg")
+HGSC_NEST_SHA256 = "4525ae5db61e7a385f24ec7ff3bf26e10f61a870c36e3c74b1a3cd436990ea57"
+HGSC_NEST_NUCLEI = PyPISource("histolytics==0.3.0", "histolytics/data/hgsc_nest_inst_mask.npz")
+HGSC_NEST_NUCLEI_SHA256 = "bde26874264819e60300edb0be133f72b8b4ce785fc064c25394d8102c346119"
+
+
+def fetch_hgsc_nest(directory: Path) -> tuple[Path, Path]:
+    """histolytics 0.3.0's 1500 x 1500 H&E crop of a high-grade serous carcinoma tumour nest (BSD-3) and
+    its nucleus instance raster (`nuc_raster`, int32, 0 = background; nuclei segmented by a model, not
+    drawn by hand)."""
+    image = _fetch(HGSC_NEST, Path(directory) / "histolytics-hgsc-nest.jpg", HGSC_NEST_SHA256)
+    return image, _fetch(HGSC_NEST_NUCLEI, Path(directory) / "histolytics-hgsc-nest-nuclei.npz", HGSC_NEST_NUCLEI_SHA256)
+
+
 def _fetch(source: PyPISource, destination: Path, sha256: str) -> Path:
     if destination.is_file() and sha256_of_file(destination) == sha256:
         return destination

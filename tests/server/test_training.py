@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import cv2
@@ -16,6 +18,7 @@ from slidesam.lab.evaluation.datasets import PatchFolder
 from slidesam.lab.evaluation.ground_truth import stain_mask
 from slidesam.server.models.registry import ModelRegistry
 from slidesam.lab.training.data import Patch, split
+from slidesam.lab.training.embedding_cache import EmbeddingDiskCache
 from slidesam.server.models.enhanced_decoder import EnhancedDecoderConfig
 from slidesam.lab.training.loop import Trainer, TrainConfig
 from slidesam.lab.training.run import train
@@ -168,3 +171,65 @@ def test_a_negative_patch_trains_towards_an_empty_mask(model_registry, tmp_path)
         trainer.optimizer.step()
         losses.append(float(step.detach()))
     assert all(np.isfinite(losses)) and losses[-1] < losses[0], f"losses {losses}"
+
+
+def _copy_tiles(source: Path, names: list[str], folder: Path) -> PatchFolder:
+    folder.mkdir()
+    for name in names:
+        for suffix in (".png", "_mask.png"):
+            shutil.copy(source / f"{name}{suffix}", folder / f"{name}{suffix}")
+    return PatchFolder(folder)
+
+
+def test_a_sweep_reads_the_embedding_cache_and_trains_exactly_as_encoding(model_registry, ihc_tiles, tmp_path, caplog):
+    """Two runs sharing --embedding-cache: the second encodes nothing and ends with the same weights and
+    losses; the validation loss comes from --validation-data."""
+    names = PatchFolder(ihc_tiles).names()
+    training = _copy_tiles(ihc_tiles, names[:2], tmp_path / "train")
+    validation = _copy_tiles(ihc_tiles, names[2:3], tmp_path / "select")
+    config = TrainConfig("md", epochs=1, learning_rate=1e-4, augmentations_per_patch=1)
+    weights, histories = [], []
+    for run in ("first", "second"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="slidesam.lab.training.run"):
+            path = train(model_registry, "mobile_sam", training, config, tmp_path / run, name=f"cached-{run}",
+                         validation_dataset=validation, embedding_cache=tmp_path / "cache")
+        weights.append(torch.load(path, weights_only=True)["model"])
+        histories.append(json.loads((tmp_path / run / "metrics.json").read_text()))
+        counts = next(r.getMessage() for r in caplog.records if "embedding cache" in r.getMessage())
+        assert counts.endswith("0 read, 3 encoded" if run == "first" else "3 read, 0 encoded"), counts
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    losses = [[(h["epoch"], h["train_loss"], h["val_loss"], h["val_iou"]) for h in history] for history in histories]
+    assert losses[0] == losses[1] and len(losses[0]) == 2
+    sidecar = json.loads(path.with_name(path.stem + ".slidesam.json").read_text())
+    assert sidecar["patches"] == {"training": 2, "validation": 1} and "select" in sidecar["validation_data"]
+
+
+def test_a_damaged_cache_entry_is_encoded_again_never_served(model_registry, tmp_path, caplog):
+    sam = fresh_mobile_sam(model_registry)
+    device = next(sam.parameters()).device
+    pixels = torch.rand(1, 3, sam.image_encoder.img_size, sam.image_encoder.img_size, generator=torch.Generator().manual_seed(1)).to(device)
+    cache = EmbeddingDiskCache(tmp_path, "a" * 64, device)
+    with torch.no_grad():
+        encoded = cache.get_or_encode(pixels, sam.image_encoder)
+        assert torch.equal(cache.get_or_encode(pixels, sam.image_encoder), encoded) and (cache.hits, cache.misses) == (1, 1)
+        assert EmbeddingDiskCache(tmp_path, "b" * 64, device).key(pixels) != cache.key(pixels), "another encoder, another key"
+        (entry,) = tmp_path.rglob("*.pt")
+        entry.write_bytes(b"not a tensor")
+        with caplog.at_level(logging.WARNING, logger="slidesam.lab.training.embedding_cache"):
+            again = cache.get_or_encode(pixels, sam.image_encoder)
+    assert torch.equal(again, encoded) and cache.misses == 2 and "unreadable" in caplog.text
+    assert torch.equal(torch.load(entry, weights_only=True), encoded.cpu()), "the damaged entry is replaced"
+
+
+def test_validation_data_that_shares_a_patch_with_training_is_refused(model_registry, ihc_tiles, tmp_path):
+    names = PatchFolder(ihc_tiles).names()
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    shutil.copy(ihc_tiles / f"{names[0]}.png", renamed / "other-name.png")  # the same pixels under another name
+    shutil.copy(ihc_tiles / f"{names[0]}_mask.png", renamed / "other-name_mask.png")
+    for validation in (PatchFolder(ihc_tiles), PatchFolder(renamed)):
+        with pytest.raises(ValueError, match="shares"):
+            train(model_registry, "mobile_sam", PatchFolder(ihc_tiles), TrainConfig("md", epochs=1), tmp_path / "out",
+                  validation_dataset=validation)
+    assert not list((tmp_path / "out").glob("*.pt")), "nothing trained, nothing saved"
