@@ -245,9 +245,12 @@ def main(argv: list[str] | None = None) -> None:
         with _connect(args) as client:
             if args.command == "models":
                 client.wait_ready(args.connect_timeout)
-                for model in client.list_models():
+                models = client.list_models()
+                name_width = max((len(model.name) for model in models), default=0)
+                architecture_width = max((len(model.architecture) for model in models), default=0)
+                for model in models:
                     flags = " ".join(f for f, on in (("default", model.is_default), ("loaded", model.loaded), ("available", model.available)) if on)
-                    print(f"{model.name:<12} {model.architecture:<6} {model.device:<7} {flags}")
+                    print(f"{model.name:<{name_width}} {model.architecture:<{architecture_width}} {model.device:<7} {flags}")
             elif args.command == "segment":
                 client.wait_ready(args.connect_timeout)
                 _segment(client, args)

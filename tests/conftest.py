@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 SLIDE_ID = "cases/tumour.svs"
+SAM2_MODEL = "sam2.1_hiera_tiny"
 TEST_MAX_MESSAGE_MB = 8
 
 
@@ -31,6 +32,32 @@ def model_registry():
     registry = ModelRegistry.create(device=os.environ.get("SLIDESAM_TEST_DEVICE", "auto"))
     registry.fetch("mobile_sam")
     registry.get("mobile_sam")
+    return registry
+
+
+@pytest.fixture(scope="session")
+def sam2_checkpoint(tmp_path_factory) -> tuple[Path, str]:
+    """(path, sha256) of a SAM 2.1 Hiera-T checkpoint of random weights: no SAM 2 weights are reachable here.
+    The network is built as the sam2 package builds it and saved as Meta's checkpoints are ({"model": ...})."""
+    import torch
+
+    from slidesam.server.models.checkpoints import sha256_of_file
+    from slidesam.server.models.sam2_build import build_sam2_network
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sam2") / f"{SAM2_MODEL}-random.pt"
+    torch.save({"model": build_sam2_network("sam2.1_hiera_t").state_dict()}, path)
+    return path, sha256_of_file(path)
+
+
+@pytest.fixture(scope="session")
+def sam2_registry(sam2_checkpoint, tmp_path_factory):
+    """A registry serving that checkpoint as sam2.1_hiera_tiny (loaded once), MobileSAM beside it unloaded."""
+    from slidesam.server.models.registry import ModelRegistry
+
+    registry = ModelRegistry.create(tmp_path_factory.mktemp("sam2-models"), os.environ.get("SLIDESAM_TEST_DEVICE", "auto"))
+    registry.configure_checkpoint(SAM2_MODEL, str(sam2_checkpoint[0]), sam2_checkpoint[1])
+    registry.get(SAM2_MODEL)
     return registry
 
 

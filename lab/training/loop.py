@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
+from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from slidesam.atomic_files import atomic_write
 from slidesam.lab.training.data import Patch, augment, tissue_pixels, variants
 from slidesam.lab.training.embedding_cache import EmbeddingDiskCache
+from slidesam.lab.training.model_parts import Embedding, training_parts
 from slidesam.lab.training.scenarios import encoder_frozen
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Trainer:
     """Trains the parts of a SAM model its scenario leaves unfrozen; checkpoints every epoch."""
 
     def __init__(
-        self, sam: Sam, config: TrainConfig, training: list[Patch], validation: list[Patch], out_dir: Path, metadata: dict,
+        self, sam: nn.Module, config: TrainConfig, training: list[Patch], validation: list[Patch], out_dir: Path, metadata: dict,
         embedding_cache: EmbeddingDiskCache | None = None,
     ):
         # Eval mode throughout: TinyViT's batch norms keep their pretrained statistics (batches here
@@ -93,13 +93,15 @@ class Trainer:
         self.sam, self.config, self.out_dir, self.metadata = sam.eval(), config, out_dir, metadata
         self.training, self.validation = training, validation
         self.device = next(sam.parameters()).device
-        self.size = sam.image_encoder.img_size
-        self.resize = ResizeLongestSide(self.size)
+        self.parts = training_parts(sam)   # SAM and MobileSAM, or SAM 2
+        self.size = self.parts.size
+        if embedding_cache is not None and not self.parts.single_tensor_embedding:
+            raise ValueError("the training embedding cache keeps SAM and MobileSAM embeddings; train SAM 2 without it")
         self.frozen_encoder = encoder_frozen(config.scenario)
         parameters = [p for p in sam.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast("cpu", enabled=False)
-        self._embeddings: dict[tuple[str, int], torch.Tensor] = {}
+        self._embeddings: dict[tuple[str, int], Embedding] = {}
         self.embedding_cache = embedding_cache
         self._variants: dict[str, list[Prepared]] = {}
         self.history: list[dict] = []
@@ -108,9 +110,7 @@ class Trainer:
     # -------------------------------------------------------------------------------- data
 
     def prepare(self, image: np.ndarray, mask: np.ndarray) -> Prepared:
-        resized = self.resize.apply_image(np.ascontiguousarray(image))
-        pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        pixels = self.sam.preprocess(pixels)
+        pixels, resized = self.parts.prepare_image(image)
         height, width = resized.shape[:2]
         target = torch.zeros(self.size, self.size, device=self.device)
         target[:height, :width] = F.interpolate(torch.as_tensor(mask, dtype=torch.float32, device=self.device)[None, None], (height, width), mode="nearest")[0, 0]
@@ -131,18 +131,18 @@ class Trainer:
             self._variants[patch.name] = [self.prepare(i, m) for i, m in variants(patch, self.config.augmentations_per_patch, self.config.seed)]
         return self._variants[patch.name]
 
-    def _embedding(self, key: tuple[str, int], pixels: torch.Tensor) -> torch.Tensor:
+    def _embedding(self, key: tuple[str, int], pixels: torch.Tensor) -> Embedding:
         """Frozen encoder: computed once per patch and augmentation (or read from the disk cache), reused
         every epoch."""
         if key not in self._embeddings:
             with torch.no_grad(), self.autocast:
                 if self.embedding_cache is None:
-                    self._embeddings[key] = self.sam.image_encoder(pixels).float()
+                    self._embeddings[key] = self.parts.to_float(self.parts.encode(pixels))
                 else:
-                    self._embeddings[key] = self.embedding_cache.get_or_encode(pixels, self.sam.image_encoder)
+                    self._embeddings[key] = self.embedding_cache.get_or_encode(pixels, self.parts.encode)
         return self._embeddings[key]
 
-    def _encoded(self, patch: Patch, rng: np.random.Generator, training: bool) -> tuple[torch.Tensor, Prepared]:
+    def _encoded(self, patch: Patch, rng: np.random.Generator, training: bool) -> tuple[Embedding, Prepared]:
         """(image embedding, prepared patch) for one patch: a fixed variant and cached embedding when the
         encoder is frozen, a fresh augmentation and a differentiable encoding otherwise."""
         if self.frozen_encoder:
@@ -152,7 +152,7 @@ class Trainer:
         image, mask = augment(patch.image, patch.mask, rng) if training else (patch.image, patch.mask)
         prepared = self.prepare(image, mask)
         with self.autocast:
-            return self.sam.image_encoder(prepared.pixels), prepared
+            return self.parts.encode(prepared.pixels), prepared
 
     # -------------------------------------------------------------------------------- prompts
 
@@ -184,12 +184,12 @@ class Trainer:
             coords = torch.tensor([[p[0], p[1]] for p in prompt["points"]], dtype=torch.float32, device=self.device)[None]
             labels = torch.tensor([p[2] for p in prompt["points"]], dtype=torch.int64, device=self.device)[None]
             points = (coords, labels)
-        return self.sam.prompt_encoder(points=points, boxes=prompt.get("boxes"), masks=previous)
+        return self.parts.prompts(points, prompt.get("boxes"), previous)
 
     # -------------------------------------------------------------------------------- loss
 
     def example_loss(
-        self, embedding: torch.Tensor, target: torch.Tensor, rng: np.random.Generator, tissue: torch.Tensor | None = None,
+        self, embedding: Embedding, target: torch.Tensor, rng: np.random.Generator, tissue: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, float]:
         """The loss over all rounds of one example, and the IoU of its last mask. An empty target (a
         negative) needs `tissue`, where its first click lands; its corrections are negative clicks."""
@@ -199,7 +199,7 @@ class Trainer:
         for round_ in range(self.config.rounds):
             with self.autocast:
                 sparse, dense = self._encode_prompts(prompt, previous)
-                logits, iou_pred = self.sam.mask_decoder.predict_masks(embedding, self.sam.prompt_encoder.get_dense_pe(), sparse, dense)
+                logits, iou_pred = self.parts.decode(embedding, sparse, dense)
             logits, iou_pred = logits[0].float(), iou_pred[0].float()
             chosen = slice(1, None) if round_ == 0 else slice(0, 1)
             logits, iou_pred = logits[chosen], iou_pred[chosen]

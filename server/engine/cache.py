@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass
 
 from slidesam.server.fair_share import acting_user, FairShareLRU, Full
-from slidesam.server.models.sam import ImageEmbedding
+from slidesam.server.models.served import ImageEmbedding
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import torch
 from slidesam.atomic_files import atomic_write
 from slidesam.server.engine.window_grid import WindowIndex
 from slidesam.server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from slidesam.server.models.sam import ImageEmbedding
+from slidesam.server.models.served import ImageEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -231,20 +231,23 @@ class EmbeddingStore:
 
 
 def encode_entry(key: StoreKey, embedding: ImageEmbedding) -> bytes:
-    """The exact bytes of a store file: magic line, JSON header line, raw tensor bytes."""
-    features = embedding.features.detach().to("cpu").contiguous()
-    dtype = str(features.dtype).removeprefix("torch.")
-    if dtype not in _DTYPES:
-        raise InvalidArgument(f"the embedding store keeps float32, float16 or bfloat16 features, not {dtype}")
-    payload = features.view(torch.uint8).numpy().tobytes()
+    """The exact bytes of a store file: magic line, JSON header line, raw tensor bytes (the features, then
+    SAM 2's high-resolution maps, whose shapes the header lists under high_res_shapes)."""
+    tensors = [tensor.detach().to("cpu").contiguous() for tensor in embedding.tensors]
+    dtype = str(tensors[0].dtype).removeprefix("torch.")
+    if dtype not in _DTYPES or any(tensor.dtype != tensors[0].dtype for tensor in tensors):
+        raise InvalidArgument(f"the embedding store keeps float32, float16 or bfloat16 features of one dtype, not {dtype}")
+    payload = b"".join(tensor.view(torch.uint8).numpy().tobytes() for tensor in tensors)
     header = key.header() | {
         "format_version": FORMAT_VERSION,
         "dtype": dtype,
-        "shape": list(features.shape),
+        "shape": list(tensors[0].shape),
         "input_size": list(embedding.input_size),
         "original_size": list(embedding.original_size),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
     }
+    if embedding.high_res:
+        header["high_res_shapes"] = [list(tensor.shape) for tensor in tensors[1:]]
     line = json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode() + b"\n"
     return MAGIC + line + payload
 
@@ -260,14 +263,14 @@ def decode_entry(data: bytes, key: StoreKey) -> ImageEmbedding:
         header = json.loads(data[len(MAGIC):end])
         version = header["format_version"]
         dtype = _DTYPES[header["dtype"]]
-        shape = [int(n) for n in header["shape"]]
+        shapes = [[int(n) for n in shape] for shape in [header["shape"], *header.get("high_res_shapes", [])]]
         input_size = tuple(int(n) for n in header["input_size"])
         original_size = tuple(int(n) for n in header["original_size"])
         digest = header["payload_sha256"]
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise CorruptEntry(f"its header is not valid ({type(error).__name__}: {error})") from None
-    if not shape or min(shape) <= 0:
-        raise CorruptEntry(f"its header gives the empty shape {shape}")
+    if any(not shape or min(shape) <= 0 for shape in shapes):
+        raise CorruptEntry(f"its header gives an empty shape among {shapes}")
     if version != FORMAT_VERSION:
         raise CorruptEntry(f"it has format version {version!r}, this server reads version {FORMAT_VERSION}")
     wanted = key.header()
@@ -275,13 +278,15 @@ def decode_entry(data: bytes, key: StoreKey) -> ImageEmbedding:
         if header.get(field) != value:
             raise CorruptEntry(f"it holds {field} {header.get(field)!r}, not the {value!r} asked for (a foreign file)")
     payload = data[end + 1:]
-    expected = math.prod(shape) * dtype.itemsize
+    sizes = [math.prod(shape) * dtype.itemsize for shape in shapes]
+    expected = sum(sizes)
     if len(payload) != expected:
         raise CorruptEntry(f"its payload is {len(payload)} bytes, its header says {expected} (truncated or padded)")
     if hashlib.sha256(payload).hexdigest() != digest:
         raise CorruptEntry("its payload does not match the SHA-256 in its header (damaged)")
-    features = torch.frombuffer(bytearray(payload), dtype=torch.uint8).view(dtype).reshape(shape)
-    return ImageEmbedding(features, input_size, original_size)
+    raw = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+    tensors = [part.view(dtype).reshape(shape) for part, shape in zip(raw.split(sizes), shapes)]
+    return ImageEmbedding(tensors[0], input_size, original_size, tuple(tensors[1:]))
 
 
 def _open_root(root: Path) -> None:

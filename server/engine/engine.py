@@ -28,7 +28,7 @@ from slidesam.server.engine.window_grid import DEFAULT_OVERLAP, WindowGrid, Wind
 from slidesam.server.errors import InvalidArgument, ResourceExhausted
 from slidesam.server.models.preemption import yield_point
 from slidesam.server.models.registry import ModelRegistry, ModelSpec
-from slidesam.server.models.sam import Candidates, DecodeInput, ImageEmbedding, SamModel
+from slidesam.server.models.served import Candidates, DecodeInput, ImageEmbedding, ServedModel
 from slidesam.server.slides.array_source import ArrayImageSource
 from slidesam.server.slides.read_plan import resolve_downsample
 from slidesam.server.slides.regions import ImageSource, Rect
@@ -113,14 +113,14 @@ class Engine:
         return tiled.source.plan_read(tiled.grid.window(index), tiled.grid.downsample)
 
     def _view(
-        self, spec: ModelSpec, model: SamModel, source: ImageSource, rect: Rect, downsample: float,
+        self, spec: ModelSpec, model: ServedModel, source: ImageSource, rect: Rect, downsample: float,
         grid_window: GridWindow | None = None,
     ) -> View:
         region, shape = source.plan_read(rect, downsample)
         key = EmbeddingKey(spec.model_id, source.cache_key, (region.x, region.y, region.width, region.height), downsample)
         return View(spec, model, source, region, downsample, shape, key, grid_window)
 
-    def _tiled_view(self, spec: ModelSpec, model: SamModel, source: ImageSource, fov: RegionRequest, downsample: float) -> TiledView:
+    def _tiled_view(self, spec: ModelSpec, model: ServedModel, source: ImageSource, fov: RegionRequest, downsample: float) -> TiledView:
         exact_height, exact_width = fov.region.height / downsample, fov.region.width / downsample
         if not math.isfinite(exact_height * exact_width) or exact_height * exact_width > self.config.max_object_pixels:
             raise ResourceExhausted(
@@ -193,7 +193,7 @@ class Engine:
         stored = self.store.get(key)
         if stored is None:
             return None
-        return replace(stored, features=stored.features.to(view.model.device))
+        return stored.to(view.model.device)
 
     def resolution(self, view: View, windows_decoded: int) -> ModelResolution:
         """The resolution a single-window result was made at."""

@@ -1,9 +1,10 @@
 """SAM's low-resolution logit frame of a window, placed in level-0 space, and moving logits between frames.
 
-The mask decoder answers with 256 x 256 logits over the padded 1024 x 1024 encoder input, not over
-the image: the region read is resized so that its longer side is 1024 and padded at the right and the
-bottom. Logit (col, row) therefore covers encoder-input pixels [4 col, 4 col + 4) x [4 row, 4 row + 4),
-and only the first input_w / 4 columns and input_h / 4 rows lie on the image.
+The mask decoder answers with 256 x 256 logits over the 1024 x 1024 encoder input, not over the
+image: SAM resizes the region read so that its longer side is 1024 and pads it at the right and the
+bottom; SAM 2 resizes it to 1024 x 1024 (its input_size is the whole input). Logit (col, row) therefore
+covers encoder-input pixels [4 col, 4 col + 4) x [4 row, 4 row + 4), and only the first input_w / 4
+columns and input_h / 4 rows lie on the image.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import shapely
 
 from slidesam.server.engine.geometry import RegionTransform, geometry_to_mask
-from slidesam.server.models.sam import ImageEmbedding
+from slidesam.server.models.served import ImageEmbedding
 from slidesam.server.slides.regions import Rect
 
 LOW_RES = 256

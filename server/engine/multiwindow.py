@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from slidesam.server.engine.engine import Engine
 from slidesam.server.engine.frames import LOW_RES, OUTSIDE_LOGIT, LowResFrame, deepest, frame_for, low_res_frame, resample
@@ -40,7 +39,7 @@ from slidesam.server.engine.views import ModelResolution, TiledView
 from slidesam.server.engine.window_grid import WindowIndex
 from slidesam.server.errors import ResourceExhausted
 from slidesam.server.models.preemption import yield_point
-from slidesam.server.models.sam import DecodeInput
+from slidesam.server.models.served import DecodeInput
 from slidesam.server.slides.regions import Rect
 
 CHANGED_FRACTION = 0.01
@@ -128,7 +127,6 @@ class _FineWindows:
         self.coarse_values, self.coarse_frame = coarse_values, coarse_frame
         self.clicks, self.new_clicks, self.previous = clicks, set(clicks[len(clicks) - new_clicks :]), previous
         self.decoded = 0
-        self._resize = ResizeLongestSide(view.model.input_size)
 
     def run(self) -> dict[WindowIndex, WindowResult]:
         candidates = {index: self._candidate(index) for index in self.view.grid.overlapping(self.view.region)}
@@ -176,7 +174,7 @@ class _FineWindows:
 
     def _candidate(self, index: WindowIndex) -> _Candidate:
         region, shape = self.engine.window_region(self.view, index)
-        frame = frame_for(region, self._resize.get_preprocess_shape(shape[0], shape[1], self.view.model.input_size))
+        frame = frame_for(region, self.view.model.input_shape(*shape))
         logits = resample(self.coarse_values, self.coarse_frame.transform, frame.transform, (LOW_RES, LOW_RES))
         usable = frame.valid_mask() & _inside(frame, self.view.region)
         logits[~usable] = OUTSIDE_LOGIT

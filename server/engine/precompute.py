@@ -26,7 +26,7 @@ from slidesam.server.engine.embedding_store import EmbeddingStore, StoreKey
 from slidesam.server.engine.window_grid import DEFAULT_OVERLAP, WindowGrid, WindowIndex
 from slidesam.server.errors import InvalidArgument, NotFound
 from slidesam.server.models.registry import ModelRegistry, ModelSpec
-from slidesam.server.models.sam import SamModel
+from slidesam.server.models.served import ServedModel
 from slidesam.server.slides.read_plan import resolve_downsample
 from slidesam.server.slides.regions import ImageSource, Rect, Resolution
 from slidesam.server.slides.store import SlideStore
@@ -233,7 +233,7 @@ def open_slide(slide: str, slide_root: Path | None) -> ImageSource:
 
 
 def _precompute_slide(
-    plan: _SlidePlan, spec: ModelSpec, model: SamModel, store: EmbeddingStore, batch_size: int,
+    plan: _SlidePlan, spec: ModelSpec, model: ServedModel, store: EmbeddingStore, batch_size: int,
     dtype: torch.dtype, bar: tqdm,
 ) -> SlideReport:
     grid, source = plan.grid, plan.source

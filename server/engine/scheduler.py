@@ -28,7 +28,7 @@ import torch
 from slidesam.server.fair_share import run_as
 from slidesam.server.errors import Cancelled, DeadlineExceeded, FailedPrecondition, ResourceExhausted
 from slidesam.server.models.preemption import preemption_hook
-from slidesam.server.models.sam import PendingDecode
+from slidesam.server.models.served import PendingDecode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from slidesam.server.engine.strategies import strategy_named
 from slidesam.server.engine.views import ModelResolution, TiledView, View
 from slidesam.server.errors import FailedPrecondition, InvalidArgument
 from slidesam.server.models.preemption import yield_point
-from slidesam.server.models.sam import Candidates, PendingDecode
+from slidesam.server.models.served import Candidates, PendingDecode
 from slidesam.server.slides.regions import Rect
 
 log = logging.getLogger(__name__)

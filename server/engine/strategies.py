@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from slidesam.server.errors import InvalidArgument
-from slidesam.server.models.sam import Candidates
+from slidesam.server.models.served import Candidates
 
 LOW_RES_STRIDE = 4  # the decoder's 256 x 256 logits cover the 1024 x 1024 encoder input
 

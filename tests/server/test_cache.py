@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slidesam.server.engine.cache import EmbeddingCache, EmbeddingKey
-from slidesam.server.models.sam import ImageEmbedding
+from slidesam.server.models.served import ImageEmbedding
 
 
 def embedding(kib: int) -> ImageEmbedding:

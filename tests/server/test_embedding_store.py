@@ -16,7 +16,7 @@ import torch
 from slidesam.server.engine.embedding_store import MANIFEST, EmbeddingStore, StoreKey, encode_entry
 from slidesam.server.engine.window_grid import WindowIndex
 from slidesam.server.errors import FailedPrecondition, InvalidArgument
-from slidesam.server.models.sam import ImageEmbedding
+from slidesam.server.models.served import ImageEmbedding
 
 KEY = StoreKey("mobile_sam@6dbb90523a35", "6dbb9052" * 8, "openslide-quickhash-1:abc", "ds2-w1024-o256",
                WindowIndex(1, 0), (1536.0, 0.0, 2048.0, 2048.0), 2.0)

@@ -14,7 +14,7 @@ import torch
 from slidesam.server.engine.scheduler import FairQueue, Job, Priority, Scheduler, SchedulerConfig
 from slidesam.server.errors import DeadlineExceeded, ResourceExhausted
 from slidesam.server.models.preemption import preemption_hook, yield_point
-from slidesam.server.models.sam import DecodeInput, PendingDecode
+from slidesam.server.models.served import DecodeInput, PendingDecode
 
 
 def run(coroutine):

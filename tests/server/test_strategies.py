@@ -9,9 +9,9 @@ import numpy as np
 import openslide
 import pytest
 import shapely
+from support.predictor_parity import assert_plain_matches_predictor
 
 from slidesam.qupath_bridge.wire_requests import Click, FieldOfView, SlideImage
-from slidesam.server.engine.strategies import choose_plain
 
 REGION = (900.0, 1300.0, 1200.0, 1200.0)
 CLICKS = [Click(1350.0, 1920.0), Click(1175.0, 1850.0), Click(1560.0, 2070.0, False), Click(1245.0, 2085.0, False),
@@ -36,17 +36,7 @@ def test_plain_matches_sams_predictor_click_by_click(model_registry, region_pixe
     embedding = model.encode(region_pixels)
     points = np.array([[(c.x - REGION[0]) / 2 - 0.5, (c.y - REGION[1]) / 2 - 0.5] for c in CLICKS])
     labels = np.array([1 if c.positive else 0 for c in CLICKS])
-    ours = theirs = None
-    for count in range(1, len(CLICKS) + 1):
-        masks, scores, low_res = predictor.predict(points[:count], labels[:count], mask_input=theirs, multimask_output=theirs is None)
-        best = int(np.argmax(scores))
-        theirs = low_res[best : best + 1]
-        candidates = model.candidates(embedding, points[:count], labels[:count], None, ours)
-        index = choose_plain(candidates, labels[:count], 1, ours, first_single_click=ours is None)
-        ours = candidates.logits[index][None, None]
-        mask = model.upscale(embedding, candidates.logits[index])
-        assert np.array_equal(mask, masks[best]), f"click {count}: the masks differ"
-        assert float(candidates.scores[index]) == pytest.approx(float(scores[best]), abs=1e-5)
+    assert_plain_matches_predictor(model, embedding, predictor, points, labels)
 
 
 def test_consistent_honours_every_click_on_real_tissue(client, cmu_slide):
