@@ -47,6 +47,8 @@ def add_lab_commands(commands: argparse._SubParsersAction) -> None:
     evaluation.add_argument("--max-clicks", type=int, default=20)
     evaluation.add_argument("--server", metavar="HOST:PORT", help="evaluate a running server over gRPC instead of in-process")
     evaluation.add_argument("--device", default="auto", help="torch device for in-process evaluation")
+    evaluation.add_argument("--encoder-precision", choices=["float32", "bfloat16", "float16"], default="float32",
+                            help="image encoder precision: float32 (default), or bfloat16/float16 autocast (faster on GPUs; model ids then end in +bf16/+fp16)")
     evaluation.add_argument("--save-masks", action="store_true", help="write the predicted mask after every click (PNG)")
     evaluation.add_argument("--single-window", action="store_true",
                             help="segment patches larger than one encoder window in ONE window (shrunk to 1024 px: the "

@@ -76,7 +76,7 @@ def build_engines(config: ServerConfig, registries: list[ModelRegistry] | None =
     if registries is None:
         registries = []
         for device in config.devices():
-            registry = ModelRegistry.create(config.model_dir, device, config.default_model)
+            registry = ModelRegistry.create(config.model_dir, device, config.default_model, config.encoder_precision)
             for name, (location, sha256) in config.checkpoints.items():
                 registry.configure_checkpoint(name, location, sha256)
             registries.append(registry)

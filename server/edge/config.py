@@ -42,6 +42,7 @@ class ServerConfig(BaseModel):
     # Memory
     cache_mb: float = Field(1024, gt=0)                     # image embeddings per device (4 MiB each at float32)
     cache_dtype: Literal["float32", "float16"] = "float32"  # float16 stores twice as many embeddings
+    encoder_precision: Literal["float32", "bfloat16", "float16"] = "float32"  # autocast for the image encoder
     upload_mb: float = Field(512, gt=0)                     # decoded uploaded images, shared fairly between users
     decode_mb: float = Field(768, gt=0)                     # memory the upload decodes running at once may take
     decode_workers: int = Field(2, ge=1)                    # threads decoding uploads (lowest CPU priority)

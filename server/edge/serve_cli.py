@@ -51,6 +51,8 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     capacity.add_argument("--cache-mb", type=float, default=S, help="embedding cache budget in MiB (default 1024; one 1024-px region is 4 MiB)")
     capacity.add_argument("--cache-dtype", choices=["float32", "float16"], default=S,
                           help="store cached embeddings as float16 to keep twice as many (default float32)")
+    capacity.add_argument("--encoder-precision", choices=["float32", "bfloat16", "float16"], default=S,
+                          help="image encoder precision: float32 (default), or bfloat16/float16 autocast (faster on GPUs; model ids then end in +bf16/+fp16)")
     capacity.add_argument("--upload-mb", type=float, default=S,
                           help="budget for decoded uploaded images in MiB, shared fairly between users (default 512)")
     capacity.add_argument("--decode-mb", type=float, default=S,
@@ -87,7 +89,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
 
 SERVE_FLAGS = {
     "slide_root", "host", "port", "default_model", "device", "threads", "preload", "tokens_file", "allow_anonymous",
-    "tls_cert", "tls_key", "tls_client_ca", "max_streams_per_user", "upload_mb_per_minute", "cache_mb", "cache_dtype",
+    "tls_cert", "tls_key", "tls_client_ca", "max_streams_per_user", "upload_mb_per_minute", "cache_mb", "cache_dtype", "encoder_precision",
     "upload_mb", "decode_mb", "decode_workers", "decodes_per_user", "max_stream_minutes", "embedding_store", "store_gb", "max_object_mpixels", "max_step_encodes", "max_message_mb", "session_idle_seconds", "max_pending", "max_pending_per_user", "max_batch",
     "max_vertices", "strategy", "metrics_port", "metrics_host", "drain_seconds", "grace_seconds", "log_format", "model_dir",
 }

@@ -21,7 +21,7 @@ from slidesam.server.engine.geometry import PolygonLimits, mask_to_geometry
 from slidesam.server.engine.prompts import (
     WINDOW_MODES, Box, Click, Outline, PolygonRequest, RegionRequest, SlideRef, UploadRef, validate_polygon_request,
 )
-from slidesam.server.engine.results import Prediction, Timings, WindowResult
+from slidesam.server.engine.results import ChosenMask, Prediction, Timings, WindowResult
 from slidesam.server.engine.strategies import strategy_named
 from slidesam.server.engine.views import GridWindow, ModelResolution, TiledView, View
 from slidesam.server.engine.window_grid import DEFAULT_OVERLAP, WindowGrid, WindowIndex
@@ -230,29 +230,26 @@ class Engine:
             sam_box = view.to_sam_coordinates(np.array(box.corners, dtype=np.float64).reshape(2, 2)).ravel()
         return DecodeInput(embedding, sam_points, labels if points else None, sam_box, previous_logits)
 
-    def prediction(
-        self,
-        view: View,
-        decode: DecodeInput,
-        candidates: Candidates,
-        new_clicks: int,
-        strategy: str,
-        polygons: PolygonLimits,
-        timings: Timings,
-    ) -> Prediction:
-        """Keeps one candidate mask by the named strategy (see strategies.py), upscales it and draws its polygons."""
+    def choose(
+        self, view: View, decode: DecodeInput, candidates: Candidates, new_clicks: int, strategy: str, timings: Timings,
+    ) -> ChosenMask:
+        """Keeps one candidate mask by the named strategy (see strategies.py) and upscales it on the model's
+        device (model thread: it runs the model)."""
         labels = decode.labels if decode.labels is not None else np.zeros(0, np.int64)
         first_single_click = decode.previous_logits is None and decode.box is None and len(labels) == 1
         started = time.perf_counter()
         index = strategy_named(strategy)(candidates, labels, new_clicks, decode.previous_logits, first_single_click)
         logits = candidates.logits[index].clone()  # a copy: a view would keep all the candidates' logits alive
-        mask = view.model.upscale(decode.embedding, logits)
-        upscaled_at = time.perf_counter()
-        yield_point()
-        geometry = mask_to_geometry(mask, view.transform, polygons)
-        timings.decode_ms += (upscaled_at - started) * 1e3
-        timings.postprocess_ms = (time.perf_counter() - upscaled_at) * 1e3
-        return self.assemble(view.source, geometry, float(candidates.scores[index]), logits[None, None], self.resolution(view, 1))
+        crop = view.model.upscale(decode.embedding, logits)
+        timings.decode_ms += (time.perf_counter() - started) * 1e3
+        return ChosenMask(crop, float(candidates.scores[index]), logits[None, None])
+
+    def polygons_of(self, view: View, chosen: ChosenMask, polygons: PolygonLimits, timings: Timings) -> Prediction:
+        """The chosen mask's polygons and areas (host work: runs on any thread, not only the model's)."""
+        started = time.perf_counter()
+        geometry = mask_to_geometry(chosen.crop.mask, view.transform, polygons, chosen.crop.origin)
+        timings.postprocess_ms = (time.perf_counter() - started) * 1e3
+        return self.assemble(view.source, geometry, chosen.score, chosen.logits, self.resolution(view, 1))
 
     @staticmethod
     def assemble(

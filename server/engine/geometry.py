@@ -61,13 +61,16 @@ class PolygonLimits:
 
 
 def mask_to_geometry(
-    mask: np.ndarray, transform: RegionTransform, options: PolygonLimits = PolygonLimits()
+    mask: np.ndarray, transform: RegionTransform, options: PolygonLimits = PolygonLimits(), origin: tuple[int, int] = (0, 0)
 ) -> shapely.MultiPolygon:
     """Boolean/uint8 HxW mask (non-zero = object) -> valid MultiPolygon in level-0 coordinates.
 
+    origin: the (col, row) of mask[0, 0] in the region, when the mask is a crop of the region's mask.
     The MultiPolygon is empty when the mask holds nothing with area.
     """
-    parts = _traced_parts(_as_uint8(mask), transform, options.min_area_level0)
+    if np.asarray(mask).size == 0:
+        return shapely.MultiPolygon()
+    parts = _traced_parts(_as_uint8(mask), transform, options.min_area_level0, origin)
     valid = shapely.is_valid(parts)
     if not valid.all():
         repaired = _repaired(parts[~valid])
@@ -123,13 +126,13 @@ def _as_uint8(mask: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(mask)
 
 
-def _traced_parts(mask: np.ndarray, transform: RegionTransform, min_area: float) -> np.ndarray:
+def _traced_parts(mask: np.ndarray, transform: RegionTransform, min_area: float, origin: tuple[int, int]) -> np.ndarray:
     """Polygons (possibly invalid) from the mask's outer contours and their holes.
 
     Rings without area and rings below min_area are dropped (a dropped hole is filled) before any
     shapely object is built.
     """
-    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE, offset=origin)
     if not contours:
         return np.empty(0, dtype=object)
     sizes = np.fromiter((len(c) for c in contours), dtype=np.intp, count=len(contours))

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from slidesam.server.engine.embedding_store import EmbeddingStore, StoreKey
 from slidesam.server.engine.window_grid import DEFAULT_OVERLAP, WindowGrid, WindowIndex
 from slidesam.server.errors import InvalidArgument, NotFound
+from slidesam.server.models.compiled import compile_encoder
 from slidesam.server.models.registry import ModelRegistry, ModelSpec
 from slidesam.server.models.served import ServedModel
 from slidesam.server.slides.read_plan import resolve_downsample
@@ -109,11 +110,13 @@ def precompute(
     slide_root: Path | None = None,
     dtype: torch.dtype = torch.float16,
     progress: bool = True,
+    compile_encoder_blocks: bool = False,
 ) -> PrecomputeReport:
     """Encodes the tissue windows of each slide that the store lacks; returns what was done.
 
     Slides are ids under `slide_root` when one is given, else file paths. Every slide is opened,
-    checked and its tissue found before the model loads or anything is written.
+    checked and its tissue found before the model loads or anything is written. compile_encoder_blocks:
+    torch.compile the encoder first (see compiled.py; it stays compiled in this process).
     """
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise InvalidArgument(f"batch size must be a positive integer, got {batch_size!r}")
@@ -121,6 +124,8 @@ def precompute(
     plans = [_plan(str(slide), resolution, spec.input_size, slide_root) for slide in slides]
     spec, model = registry.get(spec.name)
     batch_size = batch_size or default_batch_size(model.device)
+    if compile_encoder_blocks:
+        compile_encoder(model, batch_size)
     torch.backends.cudnn.benchmark = False  # the same convolution algorithms every run: resumed files are byte-identical
     torch.backends.cudnn.deterministic = True
     evictions = store.stats().evictions

@@ -39,6 +39,11 @@ def add_precompute_command(commands: argparse._SubParsersAction) -> None:
     precompute_parser.add_argument("--slide-root", type=Path, default=None, help="read SLIDE ids inside this directory only, as the server does")
     precompute_parser.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored precision (default float16: half the bytes)")
     precompute_parser.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu, cuda ...")
+    precompute_parser.add_argument("--compile", action="store_true",
+                                   help="torch.compile the encoder's blocks first: faster windows after a warm-up "
+                                        "(about a minute on a CPU); pays off on large runs (scripts/bench_models measures both)")
+    precompute_parser.add_argument("--encoder-precision", choices=["float32", "bfloat16", "float16"], default="float32",
+                                   help="image encoder precision: float32 (default), or bfloat16/float16 autocast (faster on GPUs; model ids then end in +bf16/+fp16); a server reads these windows only at the same precision")
     add_model_options(precompute_parser)
     precompute_parser.set_defaults(run=run_precompute)
 
@@ -51,7 +56,7 @@ def run_precompute(args: argparse.Namespace) -> None:
     registry = registry_from(args)
     store = EmbeddingStore(args.store, int(args.store_gb * 2**30))
     report = precompute(args.slides, registry, args.model, Resolution(kind, getattr(args, kind)), store,
-                        args.batch_size, args.slide_root, getattr(torch, args.dtype))
+                        args.batch_size, args.slide_root, getattr(torch, args.dtype), compile_encoder_blocks=args.compile)
     stats = store.stats()
     print(
         f"{report.encoded} windows encoded ({report.windows_per_second:.2f}/s on {report.device}), "

@@ -14,6 +14,7 @@ from slidesam.server.engine.frames import LowResFrame
 from slidesam.server.engine.prompts import Click
 from slidesam.server.engine.views import ModelResolution
 from slidesam.server.engine.window_grid import WindowIndex
+from slidesam.server.models.mask_crop import MaskCrop
 from slidesam.server.slides.regions import Rect
 
 
@@ -42,6 +43,15 @@ class WindowResult:
     coarse: np.ndarray            # 256 x 256 bool: the coarse mask in this frame that prompted it
     clicks: tuple[Click, ...]     # the user's clicks inside the window that prompted it
     score: float
+
+
+@dataclass(frozen=True)
+class ChosenMask:
+    """The candidate a step keeps, upscaled on the model's device: what its polygons are traced from."""
+
+    crop: MaskCrop
+    score: float
+    logits: torch.Tensor          # 1 x 1 x 256 x 256, fed back at the next step
 
 
 @dataclass(frozen=True)

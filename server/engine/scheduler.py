@@ -6,6 +6,8 @@ bounded queue.
 - Long work (an image encode) pauses at preemption points between encoder blocks; waiting clicks,
   and interactive work waiting behind batch work, run in those pauses.
 - Decoder passes that wait together (several users' clicks) run as one batch.
+- Once a click's mask is upscaled, its polygons are traced on a small host pool (HostStage), so the
+  model's thread goes on to the next decode meanwhile.
 - A full queue is refused with RESOURCE_EXHAUSTED and a retry hint; work whose client went away or
   whose deadline passed is dropped, also in the middle of an encode.
 - A CUDA out-of-memory error empties the embedding cache and retries once.
@@ -18,6 +20,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import partial
@@ -28,10 +31,13 @@ import torch
 from slidesam.server.fair_share import run_as
 from slidesam.server.errors import Cancelled, DeadlineExceeded, FailedPrecondition, ResourceExhausted
 from slidesam.server.models.preemption import preemption_hook
-from slidesam.server.models.served import PendingDecode
+from slidesam.server.models.served import HostStage, PendingDecode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+HOST_THREADS = 2
+"""Threads tracing polygons off the model's thread (OpenCV and shapely release the GIL while they work)."""
 
 class Priority(IntEnum):
     INTERACTIVE = 0
@@ -139,6 +145,7 @@ class Scheduler:
         self._closing = False
         self._outstanding = 0                        # admitted and not yet answered (queued or running)
         self._service_seconds = 0.1                  # moving average of a job's run time (for retry hints)
+        self._host = ThreadPoolExecutor(max_workers=HOST_THREADS, thread_name_prefix="slidesam-polygons")
         self._thread = threading.Thread(target=self._serve, name="slidesam-model", daemon=True)
         self._thread.start()
 
@@ -184,11 +191,12 @@ class Scheduler:
         return result, job.queue_ms
 
     def shutdown(self) -> None:
-        """Finishes the jobs already queued, then stops the worker thread."""
+        """Finishes the jobs already queued, then stops the worker thread and the host pool."""
         with self._wakeup:
             self._closing = True
             self._wakeup.notify()
         self._thread.join()
+        self._host.shutdown(wait=True)
 
     def _admit(self, job: Job) -> None:
         if self._closing:
@@ -293,9 +301,14 @@ class Scheduler:
             self._observe_batch(len(group))
             for (job, pending), result in zip(group, candidates):
                 try:
-                    self._settle(job, result=pending.complete(result, decode_ms))
+                    completed = pending.complete(result, decode_ms)
                 except BaseException as error:  # noqa: BLE001
                     self._settle(job, error=error)
+                    continue
+                if isinstance(completed, HostStage):
+                    self._host.submit(completed.run).add_done_callback(partial(self._settle_from, job))
+                else:
+                    self._settle(job, result=completed)
 
     def _with_memory_retry(self, function: Callable[[], T]) -> T:
         try:
@@ -311,6 +324,12 @@ class Scheduler:
                 "try a smaller field of view or a lower resolution",
                 retry_after_s=5.0,
             ) from error
+
+    @classmethod
+    def _settle_from(cls, job: Job, done: Future) -> None:
+        """Settles job with a host stage's outcome."""
+        error = done.exception()
+        cls._settle(job, result=None if error else done.result(), error=error)
 
     @staticmethod
     def _settle(job: Job, result: Any = None, error: BaseException | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -17,7 +18,7 @@ from slidesam.server.engine.strategies import strategy_named
 from slidesam.server.engine.views import ModelResolution, TiledView, View
 from slidesam.server.errors import FailedPrecondition, InvalidArgument
 from slidesam.server.models.preemption import yield_point
-from slidesam.server.models.served import Candidates, PendingDecode
+from slidesam.server.models.served import Candidates, HostStage, PendingDecode
 from slidesam.server.slides.regions import Rect
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class Outcome:
 
 
 class EngineObject:
-    """One object being segmented on one field of view. Call from the model worker thread only."""
+    """One object being segmented on one field of view. Call from the model worker thread only; a step's
+    polygons may be traced on another thread (HostStage), and every call waits for them first."""
 
     def __init__(self, engine: Engine, view: View | TiledView, polygons: PolygonLimits, strategy: str, object_id: str = ""):
         self.engine = engine
@@ -77,6 +79,8 @@ class EngineObject:
         self._cursor = 0
         self._dropped = 0   # oldest steps forgotten (bounded history); step numbers go on counting
         self._version = 0   # changes with every step, undo and redo
+        self._traced = threading.Event()  # clear while a step's polygons are being traced off the model thread
+        self._traced.set()
 
     @classmethod
     def open(
@@ -113,6 +117,7 @@ class EngineObject:
 
     @property
     def current(self) -> Step:
+        self._traced.wait()
         return self._history[self._cursor]
 
     def add_clicks(self, clicks: list[Click]) -> Outcome:
@@ -149,11 +154,13 @@ class EngineObject:
     def reset(self) -> Outcome:
         """Clears every prompt; undoable like any other step."""
         started = time.perf_counter()
+        self._traced.wait()
         self._push(Step((), None, EMPTY_PREDICTION))
         return self._outcome(Timings(), started)
 
     def undo(self) -> Outcome:
         started = time.perf_counter()
+        self._traced.wait()
         if self._cursor == 0:
             if self._dropped:
                 raise FailedPrecondition(f"nothing more to undo: an object keeps its last {len(self._history) - 1} steps")
@@ -164,6 +171,7 @@ class EngineObject:
 
     def redo(self) -> Outcome:
         started = time.perf_counter()
+        self._traced.wait()
         if self._cursor == len(self._history) - 1:
             raise FailedPrecondition("nothing to redo: no step was undone since the last change")
         self._cursor += 1
@@ -173,6 +181,7 @@ class EngineObject:
     def finish(self) -> Outcome:
         """The final result; the caller forgets the session afterwards."""
         started = time.perf_counter()
+        self._traced.wait()
         return self._outcome(Timings(), started)
 
     def _pending(
@@ -190,13 +199,23 @@ class EngineObject:
         decode = self.engine.decode_input(self.view, clicks, box, previous.logits, timings, outline)
         version = self._version
 
-        def complete(candidates: Candidates, decode_ms: float) -> Outcome:
+        def complete(candidates: Candidates, decode_ms: float) -> HostStage[Outcome]:
             if self._version != version:
                 raise FailedPrecondition("the object changed while this step waited for the decoder; send it again")
             timings.decode_ms = decode_ms
-            prediction = self.engine.prediction(self.view, decode, candidates, new_clicks, self.strategy, self.polygons, timings)
-            self._push(Step(clicks, box, prediction, outline))
-            return self._outcome(timings, started)
+            chosen = self.engine.choose(self.view, decode, candidates, new_clicks, self.strategy, timings)
+            self._version += 1  # any other step prepared against the old state is now stale
+            self._traced.clear()
+
+            def trace() -> Outcome:
+                try:
+                    prediction = self.engine.polygons_of(self.view, chosen, self.polygons, timings)
+                    self._push(Step(clicks, box, prediction, outline))
+                    return self._outcome(timings, started)
+                finally:
+                    self._traced.set()
+
+            return HostStage(trace)
 
         return PendingDecode(self.view.model, decode, complete)
 
@@ -218,6 +237,7 @@ class EngineObject:
     @property
     def history_bytes(self) -> int:
         """Memory held by every step this object keeps (for undo, redo and the current one)."""
+        self._traced.wait()
         return sum(step.prediction.nbytes for step in self._history)
 
     def _outcome(self, timings: Timings, started: float) -> Outcome:
@@ -225,7 +245,7 @@ class EngineObject:
         return Outcome(
             self.object_id,
             self.view,
-            self.current,
+            self._history[self._cursor],
             self._dropped + self._cursor,
             can_undo=self._cursor > 0,
             can_redo=self._cursor < len(self._history) - 1,
@@ -241,7 +261,7 @@ def check_click_count(count: int) -> None:
 
 
 def _decode_now(pending: PendingDecode[Outcome] | Outcome) -> Outcome:
-    """Runs a pending step's decoder pass at once (no batching)."""
+    """Runs a pending step's decoder pass and its polygons at once, on this thread (no batching)."""
     if isinstance(pending, Outcome):
         return pending
     item = pending.input
@@ -249,4 +269,5 @@ def _decode_now(pending: PendingDecode[Outcome] | Outcome) -> Outcome:
     candidates = pending.model.candidates(item.embedding, item.points, item.labels, item.box, item.previous_logits)
     decode_ms = (time.perf_counter() - started) * 1e3
     yield_point()
-    return pending.complete(candidates, decode_ms)
+    result = pending.complete(candidates, decode_ms)
+    return result.run() if isinstance(result, HostStage) else result

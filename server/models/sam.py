@@ -8,19 +8,26 @@ from segment_anything.modeling import MaskDecoder, Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from slidesam.server.models.encoder_steps import encode_in_steps
+from slidesam.server.models.mask_crop import MaskCrop, crop_to_object
+from slidesam.server.models.precision import check_precision, encoder_autocast
 from slidesam.server.models.served import Candidates, DecodeInput, ImageEmbedding, token_groups
 
 
 class SamModel:
     """A SAM-family model on one device. Not thread-safe: call it from one worker thread."""
 
-    def __init__(self, sam: Sam, device: torch.device):
+    def __init__(self, sam: Sam, device: torch.device, encoder_precision: str = "float32"):
         self.sam = sam.to(device).eval()
         self.device = device
+        self.encoder_precision = check_precision(encoder_precision)
         self.input_size: int = sam.image_encoder.img_size
         self._resize = ResizeLongestSide(self.input_size)
         with torch.inference_mode():
             self._dense_pe = sam.prompt_encoder.get_dense_pe()
+
+    @property
+    def image_encoder(self) -> torch.nn.Module:
+        return self.sam.image_encoder
 
     def input_shape(self, height: int, width: int) -> tuple[int, int]:
         """(H, W) a region of height x width pixels takes inside the encoder input: its longest side resized."""
@@ -38,7 +45,8 @@ class SamModel:
             self.sam.preprocess(torch.as_tensor(pixels, device=self.device).permute(2, 0, 1).contiguous()[None])
             for pixels in resized
         ])
-        features = encode_in_steps(self.sam.image_encoder, batch)
+        with encoder_autocast(self.device, self.encoder_precision):
+            features = encode_in_steps(self.sam.image_encoder, batch).float()
         # each embedding owns its memory (a cached one must not keep the whole batch alive)
         parts = [features] if len(images) == 1 else [row[None].clone() for row in features]
         return [
@@ -134,7 +142,8 @@ class SamModel:
         return logits, decoder.iou_prediction_head(iou_token)
 
     @torch.inference_mode()
-    def upscale(self, embedding: ImageEmbedding, logits: torch.Tensor) -> np.ndarray:
-        """One 256 x 256 logit map -> boolean mask at the region's size (SAM's own upscaling)."""
+    def upscale(self, embedding: ImageEmbedding, logits: torch.Tensor) -> MaskCrop:
+        """One 256 x 256 logit map -> boolean mask at the region's size (SAM's own upscaling, on the
+        model's device), cut to the object's bounding box on the host."""
         upscaled = self.sam.postprocess_masks(logits[None, None], embedding.input_size, embedding.original_size)
-        return (upscaled[0, 0] > self.sam.mask_threshold).cpu().numpy()
+        return crop_to_object(upscaled[0, 0] > self.sam.mask_threshold)

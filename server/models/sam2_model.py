@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from slidesam.server.models.mask_crop import MaskCrop, crop_to_object
+from slidesam.server.models.precision import check_precision, encoder_autocast
 from slidesam.server.models.sam2_build import import_sam2
 from slidesam.server.models.sam2_encoder import backbone_levels, decoder_features
 from slidesam.server.models.served import Candidates, DecodeInput, ImageEmbedding, token_groups
@@ -70,13 +72,18 @@ def sam2_masks(
 class Sam2Model:
     """A SAM 2 or SAM 2.1 image model on one device (ServedModel). Not thread-safe: call it from one worker thread."""
 
-    def __init__(self, sam2: nn.Module, device: torch.device):
+    def __init__(self, sam2: nn.Module, device: torch.device, encoder_precision: str = "float32"):
         transforms = import_sam2("sam2.utils.transforms")
         self.sam2 = sam2.to(device).eval()
         self.device = device
+        self.encoder_precision = check_precision(encoder_precision)
         self.input_size: int = sam2.image_size
         self._transforms = transforms.SAM2Transforms(resolution=self.input_size, mask_threshold=MASK_THRESHOLD)
         self._dtype = sam2.sam_prompt_encoder.point_embeddings[0].weight.dtype
+
+    @property
+    def image_encoder(self) -> nn.Module:
+        return self.sam2.image_encoder
 
     def input_shape(self, height: int, width: int) -> tuple[int, int]:
         """SAM 2 resizes every region to its whole square input."""
@@ -90,7 +97,9 @@ class Sam2Model:
     def encode_many(self, images: list[np.ndarray]) -> list[ImageEmbedding]:
         """Several RGB uint8 H x W x 3 images -> their embeddings, in one batched encoder pass."""
         batch = torch.stack([self._transforms(np.ascontiguousarray(image)) for image in images]).to(self.device)
-        features, high_res = decoder_features(self.sam2, backbone_levels(self.sam2, batch))
+        with encoder_autocast(self.device, self.encoder_precision):
+            features, high_res = decoder_features(self.sam2, backbone_levels(self.sam2, batch))
+        features, high_res = features.float(), tuple(level.float() for level in high_res)
         square = (self.input_size, self.input_size)
         if len(images) == 1:
             return [ImageEmbedding(features, square, tuple(images[0].shape[:2]), high_res)]
@@ -150,7 +159,8 @@ class Sam2Model:
         return sparse, dense, coords
 
     @torch.inference_mode()
-    def upscale(self, embedding: ImageEmbedding, logits: torch.Tensor) -> np.ndarray:
-        """One 256 x 256 logit map -> boolean mask at the region's size (the predictor's own upscaling)."""
+    def upscale(self, embedding: ImageEmbedding, logits: torch.Tensor) -> MaskCrop:
+        """One 256 x 256 logit map -> boolean mask at the region's size (the predictor's own upscaling, on
+        the model's device), cut to the object's bounding box on the host."""
         upscaled = self._transforms.postprocess_masks(logits[None, None], embedding.original_size)
-        return (upscaled[0, 0] > MASK_THRESHOLD).cpu().numpy()
+        return crop_to_object(upscaled[0, 0] > MASK_THRESHOLD)

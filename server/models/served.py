@@ -9,6 +9,8 @@ from typing import Callable, Generic, Protocol, TypeVar
 import numpy as np
 import torch
 
+from slidesam.server.models.mask_crop import MaskCrop
+
 T = TypeVar("T")
 
 
@@ -66,13 +68,22 @@ class DecodeInput:
 
 
 @dataclass(frozen=True)
+class HostStage(Generic[T]):
+    """The rest of a job once the model is done with it (tracing polygons): pure host work that may run
+    on another thread, so that the model's thread goes on to the next decode meanwhile."""
+
+    run: Callable[[], T]
+
+
+@dataclass(frozen=True)
 class PendingDecode(Generic[T]):
     """Work that needs one decoder pass to finish: whoever runs the decoder (possibly batched with
-    other users' passes) calls complete(candidates, decode_ms) for the result."""
+    other users' passes) calls complete(candidates, decode_ms) on the model's thread, and then, when
+    that returns a HostStage, its run() on any thread, for the result."""
 
     model: "ServedModel"
     input: DecodeInput
-    complete: Callable[[Candidates, float], T]
+    complete: Callable[[Candidates, float], "T | HostStage[T]"]
 
 
 def token_groups(sparse: list[torch.Tensor]) -> list[list[int]]:
@@ -89,6 +100,10 @@ class ServedModel(Protocol):
 
     device: torch.device
     input_size: int                   # side of the square encoder input, in pixels
+
+    @property
+    def image_encoder(self) -> torch.nn.Module:
+        """The network's image encoder (compiled.py compiles its blocks)."""
 
     def input_shape(self, height: int, width: int) -> tuple[int, int]:
         """(H, W) a region of height x width pixels takes inside the encoder input (ImageEmbedding.input_size)."""
@@ -108,5 +123,6 @@ class ServedModel(Protocol):
     def candidates_many(self, inputs: list[DecodeInput]) -> list[Candidates]:
         """Candidates for several decoder passes (any images), batched where they can be."""
 
-    def upscale(self, embedding: ImageEmbedding, logits: torch.Tensor) -> np.ndarray:
-        """One 256 x 256 logit map -> boolean mask at the region's size."""
+    def upscale(self, embedding: ImageEmbedding, logits: torch.Tensor) -> MaskCrop:
+        """One 256 x 256 logit map -> boolean mask at the region's size (upscaled and thresholded on the
+        model's device), cut to the object's bounding box on the host."""

@@ -34,6 +34,7 @@ def test_file_then_environment_then_flags(tmp_path):
     ('slide_root = "/x"\nallow_anonymous = true\ntls_cert = "/c.pem"\n', "tls_cert and tls_key"),
     ('slide_root = "/x"\n', "tokens add"),
     ('slide_root = "/x"\nallow_anonymous = true\ncache_dtype = "int8"\n', "cache_dtype"),
+    ('slide_root = "/x"\nallow_anonymous = true\nencoder_precision = "int8"\n', "encoder_precision"),
     ("slide_root = \n", "config file"),
 ])
 def test_bad_settings_name_the_problem(tmp_path, text, problem):

@@ -240,3 +240,31 @@ def test_count_vertices() -> None:
     assert count_vertices(shapely.MultiPolygon([with_hole, shapely.box(20, 20, 21, 21)])) == 11
     assert count_vertices(shapely.MultiPolygon()) == 0
 
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tracing_the_object_s_bounding_box_equals_tracing_the_whole_mask(seed: int) -> None:
+    """The click path copies only the object's box off the device and traces it there: same polygons,
+    to the last coordinate, also for objects touching the region's border."""
+    import torch
+
+    from slidesam.server.models.mask_crop import crop_to_object
+
+    whole = np.zeros((300, 340), dtype=bool)
+    whole[20:276, 60:316] = fragmented(seed)
+    whole[0:12, 0:40] = True  # touches two borders
+    limits = PolygonLimits(min_area_level0=0.0)
+    crop = crop_to_object(torch.as_tensor(whole))
+    assert crop.mask.size < whole.size and np.array_equal(crop.full(), whole)
+    traced = mask_to_geometry(crop.mask, OFFSET_SCALED, limits, crop.origin)
+    assert np.array_equal(shapely.get_coordinates(traced), shapely.get_coordinates(mask_to_geometry(whole, OFFSET_SCALED, limits)))
+
+
+def test_an_empty_mask_crops_to_nothing_and_traces_no_polygon() -> None:
+    import torch
+
+    from slidesam.server.models.mask_crop import crop_to_object
+
+    crop = crop_to_object(torch.zeros((64, 80), dtype=torch.bool))
+    assert crop.empty and crop.shape == (64, 80) and not crop.full().any()
+    assert mask_to_geometry(crop.mask, IDENTITY, origin=crop.origin).is_empty

@@ -84,10 +84,10 @@ def test_box_prompts_equal_sam2_image_predictor(sam2_registry, encoded):
     _, model = sam2_registry.get(SAM2_MODEL)
     masks, _, low_res = predictor.predict(box=BOX, multimask_output=False)
     candidates = model.candidates(embedding, None, None, BOX, None)
-    assert np.array_equal(model.upscale(embedding, candidates.logits[0]), masks[0])
+    assert np.array_equal(model.upscale(embedding, candidates.logits[0]).full(), masks[0])
     masks, _, _ = predictor.predict(POINTS[:2], LABELS[:2], box=BOX, mask_input=low_res, multimask_output=False)
     candidates = model.candidates(embedding, POINTS[:2], LABELS[:2], BOX, candidates.logits[0][None, None])
-    assert np.array_equal(model.upscale(embedding, candidates.logits[0]), masks[0])
+    assert np.array_equal(model.upscale(embedding, candidates.logits[0]).full(), masks[0])
 
 
 def test_batched_decoder_passes_agree_with_single_ones(sam2_registry, encoded, monkeypatch):

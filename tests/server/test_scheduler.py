@@ -14,7 +14,7 @@ import torch
 from slidesam.server.engine.scheduler import FairQueue, Job, Priority, Scheduler, SchedulerConfig
 from slidesam.server.errors import DeadlineExceeded, ResourceExhausted
 from slidesam.server.models.preemption import preemption_hook, yield_point
-from slidesam.server.models.served import DecodeInput, PendingDecode
+from slidesam.server.models.served import DecodeInput, HostStage, PendingDecode
 
 
 def run(coroutine):
@@ -320,8 +320,8 @@ def test_fp16_cache_storage_halves_the_bytes_and_keeps_the_mask(model_registry):
     half = full.with_dtype(torch.float16)
     assert half.nbytes * 2 == full.nbytes
     point, label = np.array([[128.0, 128.0]]), np.array([1])
-    mask_full = model.upscale(full, model.candidates(full, point, label, None, None).logits[0])
-    mask_half = model.upscale(half, model.candidates(half, point, label, None, None).logits[0])
+    mask_full = model.upscale(full, model.candidates(full, point, label, None, None).logits[0]).full()
+    mask_half = model.upscale(half, model.candidates(half, point, label, None, None).logits[0]).full()
     union = np.logical_or(mask_full, mask_half).sum()
     assert union == 0 or np.logical_and(mask_full, mask_half).sum() / union > 0.98
 
@@ -361,3 +361,42 @@ def test_clicks_run_inside_a_pause_complete_one_after_the_other(model_registry):
     finally:
         scheduler.shutdown()
     assert events == ["a starts", "a ends", "c starts", "c ends"], events
+
+
+def test_polygons_are_traced_off_the_model_thread_while_it_decodes_the_next_click(model_registry):
+    """A click's host stage (its polygons) runs on the host pool: the model's thread decodes another
+    user's click before the first click's polygons are done."""
+    _, model = model_registry.get("mobile_sam")
+    embedding = model.encode(np.random.default_rng(5).integers(0, 255, (128, 128, 3), dtype=np.uint8))
+    second_decoded = threading.Event()
+    threads: dict[str, str] = {}
+    scheduler = Scheduler(SchedulerConfig(max_batch=1))
+
+    def first() -> PendingDecode:
+        def trace() -> str:
+            threads["trace"] = threading.current_thread().name
+            assert second_decoded.wait(10), "the model's thread waited for the first click's polygons"
+            return "first"
+
+        return PendingDecode(model, DecodeInput(embedding, np.array([[60.0, 60.0]]), np.array([1]), None, None),
+                             lambda candidates, decode_ms: HostStage(trace))
+
+    def second() -> PendingDecode:
+        def complete(candidates, decode_ms: float) -> str:
+            threads["decode"] = threading.current_thread().name
+            second_decoded.set()
+            return "second"
+
+        return PendingDecode(model, DecodeInput(embedding, np.array([[30.0, 30.0]]), np.array([1]), None, None), complete)
+
+    async def scenario():
+        one = asyncio.ensure_future(scheduler.run(first, user="a", light=True, batchable=True))
+        await asyncio.sleep(0.05)
+        two = asyncio.ensure_future(scheduler.run(second, user="b", light=True, batchable=True))
+        return [result for result, _ in await asyncio.gather(one, two)]
+
+    try:
+        assert run(scenario()) == ["first", "second"]
+    finally:
+        scheduler.shutdown()
+    assert threads["decode"] == "slidesam-model" and threads["trace"].startswith("slidesam-polygons")

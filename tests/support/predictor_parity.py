@@ -34,7 +34,7 @@ def assert_plain_matches_predictor(
         candidates = model.candidates(embedding, points[:count], labels[:count], None, ours)
         index = choose_plain(candidates, labels[:count], 1, ours, first_single_click=ours is None)
         ours = candidates.logits[index][None, None]
-        mask = model.upscale(embedding, candidates.logits[index])
+        mask = model.upscale(embedding, candidates.logits[index]).full()
         assert np.array_equal(mask, masks[best]), f"click {count}: the masks differ"
         assert float(candidates.scores[index]) == pytest.approx(float(scores[best]), abs=1e-5)
         steps.append(ParityStep(mask, ours, theirs))
