@@ -34,7 +34,7 @@ from tqdm import tqdm
 from slidesam.lab.evaluation.clicker import Clicker
 from slidesam.lab.evaluation.datasets import PatchFolder
 from slidesam.lab.evaluation.tissue_patches import build_tissue_patches
-from slidesam.server.engine.geometry import RegionTransform, mask_to_geometry
+from slidesam.server.engine.geometry import PolygonLimits, RegionTransform, mask_to_geometry
 from slidesam.server.models.compiled import compile_encoder
 from slidesam.server.models.registry import ModelRegistry, default_model_dir, resolve_device
 from slidesam.server.models.sam import SamModel
@@ -93,40 +93,44 @@ def predictor_for(model) -> object:
         return SamPredictor(model.sam)
 
 
-def slidesam_click(model, embedding, points, labels, previous):
-    """What the server does for a click on the model's thread and the polygon pool, without transport."""
+def slidesam_click(model, embedding, points, labels, previous) -> tuple[torch.Tensor, float, float]:
+    """What the server does for a click, without transport: the kept logits, and the ms on the model's
+    thread (decoder, choice, upscale and threshold, the box copied off the device) and on the polygon pool."""
+    started = time.perf_counter()
     candidates = model.candidates(embedding, points, labels, None, previous)
     index = 0 if previous is not None else 1 + int(torch.argmax(candidates.scores[1:]))
     logits = candidates.logits[index].clone()
     crop = model.upscale(embedding, logits)
-    mask_to_geometry(crop.mask, RegionTransform(0, 0, 1, 1), origin=crop.origin)
-    return logits[None, None]
+    traced = time.perf_counter()
+    mask_to_geometry(crop.mask, RegionTransform(0, 0, 1, 1), PolygonLimits(max_vertices=4000), crop.origin)
+    return logits[None, None], (traced - started) * 1e3, (time.perf_counter() - traced) * 1e3
 
 
-def click_costs(model, predictor, image: np.ndarray, rounds: int) -> tuple[list[float], list[float]]:
-    """ms per click: slidesam's path and the predictor's, interleaved object by object."""
+def click_costs(model, predictor, image: np.ndarray, rounds: int) -> dict[str, list[float]]:
+    """ms per click of slidesam's path (whole, model thread, polygons) and of the predictor, interleaved
+    object by object."""
     embedding = model.encode(image)
     predictor.set_image(image)
-    ours, theirs = [], []
+    costs: dict[str, list[float]] = {"ours": [], "model_thread": [], "polygons": [], "predictor": []}
     for round_ in range(rounds + 1):  # round 0 warms up
-        previous, their_logits, round_ours, round_theirs = None, None, [], []
+        previous, their_logits, costs_now = None, None, {key: [] for key in costs}
         for count in range(1, len(CLICKS) + 1):
             points = np.array([c[0] for c in CLICKS[:count]])
             labels = np.array([c[1] for c in CLICKS[:count]])
-            started = time.perf_counter()
-            previous = slidesam_click(model, embedding, points, labels, previous)
-            synchronize(model.device)
-            round_ours.append((time.perf_counter() - started) * 1e3)
+            previous, on_model, on_pool = slidesam_click(model, embedding, points, labels, previous)
+            costs_now["ours"].append(on_model + on_pool)
+            costs_now["model_thread"].append(on_model)
+            costs_now["polygons"].append(on_pool)
             started = time.perf_counter()
             _, scores, low_res = predictor.predict(points, labels, mask_input=their_logits, multimask_output=their_logits is None)
             synchronize(model.device)
-            round_theirs.append((time.perf_counter() - started) * 1e3)
+            costs_now["predictor"].append((time.perf_counter() - started) * 1e3)
             best = int(np.argmax(scores))
             their_logits = low_res[best : best + 1]
         if round_:
-            ours += round_ours
-            theirs += round_theirs
-    return ours, theirs
+            for key in costs:
+                costs[key] += costs_now[key]
+    return costs
 
 
 def agreement(model, reference, samples: list, clicks: int = 3) -> list[float]:
@@ -163,10 +167,12 @@ def measure(name: str, model, precision: str, real: bool, args, image, samples, 
     encode = [timed_ms(lambda: model.encode(image), device) for _ in range(args.encode_repeats)]
     throughput = {}
     for batch in args.batch_sizes:
+        model.encode_many([image] * batch)  # warm-up at this batch size (a compiled encoder recompiles for it)
         per_batch = min(timed_ms(lambda: model.encode_many([image] * batch), device) for _ in range(args.batch_repeats))
         throughput[batch] = batch / (per_batch / 1e3)
     best = max(throughput, key=throughput.get)
-    ours, theirs = click_costs(model, predictor_for(model), image, args.click_rounds)
+    clicks = click_costs(model, predictor_for(model), image, args.click_rounds)
+    ours, theirs = clicks["ours"], clicks["predictor"]
     ious = agreement(model, reference, samples) if reference is not None and samples else []
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -174,6 +180,8 @@ def measure(name: str, model, precision: str, real: bool, args, image, samples, 
         "windows_per_s": throughput, "best_batch": best, "best_windows_per_s": throughput[best],
         "click_p50_ms": statistics.median(ours), "click_p95_ms": float(np.percentile(ours, 95)),
         "predictor_p50_ms": statistics.median(theirs), "click_over_predictor": statistics.median(ours) / statistics.median(theirs),
+        "model_thread_p50_ms": statistics.median(clicks["model_thread"]), "polygons_p50_ms": statistics.median(clicks["polygons"]),
+        "model_thread_over_predictor": statistics.median(clicks["model_thread"]) / statistics.median(theirs),
         "iou_vs_float32_mean": float(np.mean(ious)) if ious else None, "iou_vs_float32_min": float(np.min(ious)) if ious else None,
         "peak_mib": peak, "peak_kind": "cuda allocated" if device.type == "cuda" else "process RSS", "compile_warmup_s": warm_up,
     }
@@ -181,14 +189,20 @@ def measure(name: str, model, precision: str, real: bool, args, image, samples, 
 
 def print_table(rows: list[dict], gpu: str | None) -> None:
     print(f"\ndevice: {gpu or 'cpu'} ({torch.get_num_threads()} CPU threads); 1024 x 1024 windows")
-    header = f"{'model':<20}{'precision':<18}{'encode ms':>10}{'win/s (batch)':>15}{'click p50':>10}{'p95':>8}{'predictor':>10}{'ratio':>7}{'IoU vs fp32':>13}{'peak MiB':>10}"
+    header = (f"{'model':<20}{'precision':<18}{'encode ms':>10}{'win/s (batch)':>15}{'click p50':>10}{'p95':>8}{'model thr.':>11}"
+              f"{'polygons':>9}{'predictor':>10}{'ratio':>7}{'thr. ratio':>11}{'IoU vs fp32':>13}{'peak MiB':>10}")
     print(header)
     for row in rows:
         iou = "-" if row["iou_vs_float32_mean"] is None else f"{row['iou_vs_float32_mean']:.4f}"
         print(f"{row['model']:<20}{row['precision']:<18}{row['encode_ms_p50']:>10.1f}"
               f"{row['best_windows_per_s']:>10.2f} ({row['best_batch']})".ljust(15) +
-              f"{row['click_p50_ms']:>10.1f}{row['click_p95_ms']:>8.1f}{row['predictor_p50_ms']:>10.1f}"
-              f"{row['click_over_predictor']:>7.2f}{iou:>13}{row['peak_mib']:>10.0f}")
+              f"{row['click_p50_ms']:>10.1f}{row['click_p95_ms']:>8.1f}{row['model_thread_p50_ms']:>11.1f}{row['polygons_p50_ms']:>9.1f}"
+              f"{row['predictor_p50_ms']:>10.1f}{row['click_over_predictor']:>7.2f}{row['model_thread_over_predictor']:>11.2f}{iou:>13}"
+              f"{row['peak_mib']:>10.0f}")
+    print("click: slidesam's whole click (model thread + polygons, no transport; bench_click measures gRPC); "
+          "ratio and thr. ratio: over the predictor's predict")
+    if any(row["weights"] == "random" for row in rows):
+        print("random weights give noise masks: their polygons cost far more than a real object's (compare the model thread)")
     for row in rows:
         if row["compile_warmup_s"] is not None:
             print(f"{row['model']} {row['precision']}: torch.compile warm-up {row['compile_warmup_s']:.1f} s before the first encode")

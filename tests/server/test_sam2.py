@@ -237,3 +237,23 @@ def test_a_missing_sam2_checkpoint_names_the_file_and_the_official_weights(tmp_p
         registry.get("sam2_hiera_large")
     message = str(error.value)
     assert str(tmp_path / "sam2_hiera_large.pt") in message and "segment_anything_2/072824/sam2_hiera_large.pt" in message
+
+
+def test_a_sam2_object_larger_than_its_window_is_segmented_over_windows_and_reports_its_resolution(sam2_registry, tissue, tmp_path):
+    """SAM 2 stretches a region to its square input: a wide field of view in one window is reported at the
+    coarser axis's resolution (never finer than the model saw), and multi-window gives the one asked for."""
+    from slidesam.lab.evaluation.runner import encode_png
+
+    wide = np.ascontiguousarray(cv2.resize(tissue, (1500, 700), interpolation=cv2.INTER_LINEAR))
+    engine = Engine(sam2_registry, SlideStore(tmp_path), UploadStore(), EmbeddingCache(256 * 2**20))
+    upload = engine.uploads.put(encode_png(wide), None)
+    fov = RegionRequest(UploadRef(upload.sha256, 0.0, 0.0), Rect(0.0, 0.0, 1500.0, 700.0), Resolution("downsample", 1.0))
+    click = Click(750.5, 350.5, True)
+    single, _ = EngineObject.open(engine, replace(fov, windows="single"), SAM2_MODEL, PolygonRequest())
+    coarse = single.add_clicks([click])
+    assert coarse.resolution.encoder_downsample == pytest.approx(1500 / 1024) and coarse.resolution.downsampled
+    tiled, _ = EngineObject.open(engine, fov, SAM2_MODEL, PolygonRequest())
+    fine = tiled.add_clicks([click])
+    assert fine.resolution.windows >= 3 and fine.resolution.encoder_downsample == 1.0 and not fine.resolution.downsampled
+    assert fine.timings.windows_encoded >= 2 and not fine.step.prediction.geometry.is_empty
+    assert fine.step.prediction.geometry.bounds[2] <= 1500 and fine.step.prediction.geometry.bounds[3] <= 700
