@@ -33,11 +33,10 @@ class View:
 
     @property
     def encoder_downsample(self) -> float:
-        """Level-0 px per encoder-input px along the coarser axis (SAM resizes the longer side to its input
-        size; SAM 2 stretches the region to its square input, so its axes differ); never finer than read."""
-        height, width = self.shape
-        input_height, input_width = self.model.input_shape(height, width)
-        return self.downsample * max(1.0, height / input_height, width / input_width)
+        """Level-0 px per encoder-input px along the longer side, the coarser one: SAM resizes it to its input
+        size keeping the aspect; SAM 2 stretches the region to its square input, so its longer side is resized
+        just the same and its shorter side less. Never finer than the region as read."""
+        return self.downsample * max(1.0, max(self.shape) / self.model.input_size)
 
     @property
     def transform(self) -> RegionTransform:
