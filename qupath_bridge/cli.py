@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from slidesam.qupath_bridge.cli_parser import build_parser
-from slidesam.qupath_bridge.client import SlidesamClient
+from slidesam.qupath_bridge.client import TOKEN_ENV, SlidesamClient
 from slidesam.qupath_bridge.errors import ConnectionLost, ServerError
 from slidesam.qupath_bridge.fov import FovSettings
 from slidesam.qupath_bridge.geojson import annotation_feature, feature_collection, write_geojson
@@ -37,6 +38,9 @@ from slidesam.qupath_bridge.tls import TlsSettings
 from slidesam.qupath_bridge.watch import WatchLimits, watch
 from slidesam.qupath_bridge.wire_requests import FieldOfView, PolygonOptions, SlideImage
 
+if TYPE_CHECKING:
+    from slidesam.qupath_bridge.ray_batch import RayRegions
+
 EXIT_IMAGE_FAILED, EXIT_BAD_INPUT, EXIT_NO_SERVER = 1, 2, 3
 
 
@@ -44,11 +48,14 @@ class _BadInput(Exception):
     """Arguments that cannot work; the message says which."""
 
 
-def _connect(args: argparse.Namespace) -> SlidesamClient:
-    tls = None
+def _tls(args: argparse.Namespace) -> TlsSettings | None:
     if args.tls or args.tls_ca or args.tls_client_cert:
-        tls = TlsSettings(args.tls_ca, args.tls_client_cert, args.tls_client_key)
-    return SlidesamClient(args.server, token=args.token, tls=tls)
+        return TlsSettings(args.tls_ca, args.tls_client_cert, args.tls_client_key)
+    return None
+
+
+def _connect(args: argparse.Namespace) -> SlidesamClient:
+    return SlidesamClient(args.server, token=args.token, tls=_tls(args))
 
 
 def _segment(client: SlidesamClient, args: argparse.Namespace) -> None:
@@ -155,14 +162,49 @@ def _prompt_source(args: argparse.Namespace, settings: Settings):
 
 
 def _run_preannotate(client: SlidesamClient, args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise _BadInput("--workers must be at least 1")
+    if args.workers < 1 or args.retries < 0 or (args.engines is not None and args.engines < 1):
+        raise _BadInput("--workers and --engines must be at least 1, --retries at least 0")
+    if args.ray is None and (args.in_process or args.engines or args.engine_config or args.slide_root):
+        raise _BadInput("--in-process, --engines, --engine-config and --slide-root run engines on a Ray cluster: give --ray ADDRESS")
     settings = _settings(args)
     source = _prompt_source(args, settings)
     segmenter = _segmenter(client, args, settings)
     opener = partial(open_project, args.project)
     opener().close()
-    return _print_reports(preannotate(opener, args.image, source, segmenter, settings, args.workers, args.progress))
+    if args.ray is None:
+        return _print_reports(preannotate(opener, args.image, source, segmenter, settings, args.workers, args.progress))
+    try:
+        runner = _ray_regions(args, settings, segmenter)
+    except _NoCluster as error:  # nothing was written
+        print(f"slidesam: {error}", file=sys.stderr)
+        return EXIT_NO_SERVER
+    try:
+        return _print_reports(preannotate(opener, args.image, source, segmenter, settings, args.workers, args.progress, runner))
+    finally:
+        runner.close()
+
+
+class _NoCluster(Exception):
+    """The Ray cluster cannot run the batch (ray_batch.ClusterError)."""
+
+
+def _ray_regions(args: argparse.Namespace, settings: Settings, segmenter: Segmenter) -> RayRegions:
+    """The region runner of `preannotate --ray`, joined to the cluster (its engines started with --in-process)."""
+    try:
+        from slidesam.qupath_bridge import ray_batch
+    except ImportError as error:
+        raise _BadInput(f"--ray needs Ray on this machine: pip install 'slidesam[ray]' ({error})") from None
+    if args.in_process and segmenter.pixels.slide_map.rules and args.slide_root is None and args.engine_config is None:
+        raise _BadInput("--in-process with --slide-map needs --slide-root (or an --engine-config naming slide_root): "
+                        "where the engines find the slide ids")
+    worker = ray_batch.WorkerSettings(args.server, args.token or os.environ.get(TOKEN_ENV), _tls(args), segmenter.pixels.slide_map,
+                                      settings.fov, settings.model, settings.polygon, args.connect_timeout)
+    engines = ray_batch.EngineSettings(args.engines, args.engine_config, args.slide_root) if args.in_process else None
+    try:
+        return ray_batch.RayRegions(args.ray, worker, engines=engines, retries=args.retries, workers=args.workers,
+                                    timeout=args.connect_timeout)
+    except ray_batch.ClusterError as error:
+        raise _NoCluster(str(error)) from None
 
 
 def _run_refine(client: SlidesamClient, args: argparse.Namespace) -> int:

@@ -196,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     preannotate.add_argument("--min-tissue", type=float, default=0.25, help="grid: least tissue fraction of a tile (default 0.25)")
     preannotate.add_argument("--min-tissue-area", type=float, default=0.001,
                              help="smallest tissue piece as a fraction of the slide area (default 0.001)")
+    cluster = preannotate.add_argument_group("Ray cluster (the ray extra: pip install 'slidesam[ray]')")
+    cluster.add_argument("--ray", metavar="ADDRESS", help="spread the requests over the Ray cluster at ADDRESS (HOST:PORT "
+                         "of its head, ray://HOST:10001, or auto); this process still writes every file")
+    cluster.add_argument("--in-process", action="store_true",
+                         help="with --ray: run the engine on Ray actors (one per GPU of the cluster, else one) instead of --server")
+    cluster.add_argument("--engines", type=int, metavar="N", help="--in-process: engine actors (default: one per GPU, else 1)")
+    cluster.add_argument("--engine-config", metavar="FILE",
+                         help="--in-process: the engines' settings, TOML as for slidesam-server serve --config (read on each node)")
+    cluster.add_argument("--slide-root", metavar="DIR",
+                         help="--in-process: where the engines find the slide ids --slide-map makes (on each node)")
+    cluster.add_argument("--retries", type=int, default=3, metavar="N", help="times a request runs again when its Ray worker dies (default 3)")
 
     refine_ = commands.add_parser(
         "refine", parents=[server, progress], help="refine existing outlines of one class with SAM, in place",

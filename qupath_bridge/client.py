@@ -7,6 +7,7 @@ No torch here: a pathologist's laptop installs `slidesam[bridge]` only.
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable, Sequence, TypeVar
 
 import grpc
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
+from slidesam.v1.conventions import AFFINITY_METADATA
 from slidesam.qupath_bridge.errors import ConnectionLost, ServerError
 from slidesam.qupath_bridge.remote_object import RemoteObject
 from slidesam.qupath_bridge.stream import InteractStream
@@ -34,10 +36,16 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 _Response = TypeVar("_Response", bound=Message)
+_READY_RETRY_S = 0.25  # pause between health checks a balancer answered UNAVAILABLE
 
 
 class SlidesamClient:
-    """A connection to one slidesam server. Use as a context manager, or call close()."""
+    """A connection to one slidesam server, or to a load balancer in front of several. Use as a context
+    manager, or call close().
+
+    Every call on an image carries its affinity key (metadata `slidesam-affinity`), so that a balancer
+    sends all calls on one image to the server holding its embeddings.
+    """
 
     def __init__(
         self,
@@ -75,21 +83,33 @@ class SlidesamClient:
     def close(self) -> None:
         self._channel.close()
 
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Blocks until the server answers (a health check, which needs no token); ConnectionLost after
-        timeout seconds. (grpc.channel_ready_future would poll from a thread that outlives a closed channel.)"""
-        try:
-            self._health.Check(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=timeout or self.ready_timeout)
-        except grpc.RpcError as error:
-            if error.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
-                raise ConnectionLost(f"no slidesam server answered at {self.address}") from None
+    def wait_ready(self, timeout: float | None = None, affinity: str = "") -> None:
+        """Blocks until the server answers (a health check, which needs no token; through a balancer, the
+        server that `affinity` routes to); ConnectionLost after timeout seconds. A balancer with no server
+        up answers UNAVAILABLE at once: that is asked again until the timeout, as a server that is down is
+        waited for. (grpc.channel_ready_future would poll from a thread that outlives a closed channel.)"""
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        while True:
+            try:
+                self._health.Check(health_pb2.HealthCheckRequest(), wait_for_ready=True, metadata=self._with(affinity),
+                                   timeout=max(0.01, deadline - time.monotonic()))
+                return
+            except grpc.RpcError as error:
+                if error.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                    return  # an answer: the server is there (e.g. a health service it does not run)
+                if time.monotonic() + _READY_RETRY_S >= deadline:
+                    raise ConnectionLost(
+                        f"no slidesam server answered at {self.address}: {error.code().name}: {error.details()}"
+                    ) from None
+                time.sleep(_READY_RETRY_S)
 
     def list_models(self) -> list[pb.ModelInfo]:
         return list(self._unary(self._stub.ListModels, pb.ListModelsRequest()).models)
 
     def upload(self, region: UploadedRegion) -> pb.UploadImageResponse:
         """Sends the encoded pixels; the server keeps them under their SHA-256."""
-        return self._unary(self._stub.UploadImage, pb.UploadImageRequest(data=region.data, sha256=region.sha256))
+        return self._unary(self._stub.UploadImage, pb.UploadImageRequest(data=region.data, sha256=region.sha256),
+                           region.affinity_key)
 
     def upload_missing_pixels(self, fov: FieldOfView, error: ServerError) -> None:
         """After a refused request on `fov`: uploads its pixels when the server answered that it lacks them
@@ -125,10 +145,10 @@ class SlidesamClient:
         if box is not None:
             request.box.CopyFrom(pb.Box(x=box[0], y=box[1], width=box[2], height=box[3]))
         try:
-            return ObjectResult(self._unary(self._stub.Segment, request).result)
+            return ObjectResult(self._unary(self._stub.Segment, request, fov.image.affinity_key).result)
         except ServerError as error:
             self.upload_missing_pixels(fov, error)
-            return ObjectResult(self._unary(self._stub.Segment, request).result)
+            return ObjectResult(self._unary(self._stub.Segment, request, fov.image.affinity_key).result)
 
     def open_object(
         self, fov: FieldOfView, model: str = "", polygon_options: PolygonOptions | None = None, strategy: str = "",
@@ -140,12 +160,17 @@ class SlidesamClient:
         """
         return RemoteObject(self, fov, model, polygon_options or PolygonOptions(), strategy, object_id)
 
-    def open_stream(self) -> InteractStream:
-        """A new Interact stream (what a RemoteObject sends its steps through)."""
-        return InteractStream(self._stub, self._metadata)
+    def open_stream(self, affinity: str = "") -> InteractStream:
+        """A new Interact stream (what a RemoteObject sends its steps through); `affinity`: the affinity key
+        of the image its object is on."""
+        return InteractStream(self._stub, self._with(affinity))
 
-    def _unary(self, method: Callable[..., _Response], request: Message) -> _Response:
+    def _with(self, affinity: str) -> tuple[tuple[str, str], ...]:
+        """The call's metadata: the token and, for a call on an image, its affinity key."""
+        return self._metadata + ((AFFINITY_METADATA, affinity),) if affinity else self._metadata
+
+    def _unary(self, method: Callable[..., _Response], request: Message, affinity: str = "") -> _Response:
         try:
-            return method(request, wait_for_ready=True, timeout=self.call_timeout, metadata=self._metadata)
+            return method(request, wait_for_ready=True, timeout=self.call_timeout, metadata=self._with(affinity))
         except grpc.RpcError as error:
             raise ServerError.from_rpc(error) from None

@@ -22,6 +22,10 @@ class ServerError(Exception):
         self.message = message
         self.retry_after = retry_after
 
+    def __reduce__(self):
+        """Pickled with its fields (a batch worker on a Ray cluster sends it back to the driver)."""
+        return type(self), (self.code, self.message, self.retry_after)
+
     @classmethod
     def from_rpc(cls, error: grpc.RpcError) -> "ServerError":
         """From a failed call, with the retry hint of its trailing metadata."""

@@ -1,7 +1,8 @@
 """`slidesam preannotate`: batch pre-annotation of every image of a project, resumable and parallel.
 
-Prompt groups come from a `PromptSource`; each becomes one Segment request. A thread pool of
-`workers` threads shares one client, so at most `workers` requests are in flight; all images are
+Prompt groups come from a `PromptSource`; each becomes one Segment request, which a `RegionRunner`
+answers: the segmenter's client here, or a Ray cluster (`ray_batch.py`). A thread pool of `workers`
+threads calls it, so at most `workers` requests are in flight; all images are
 prepared first (thumbnails, prompts) and their requests queued in image order, so results come back
 roughly image by image. An image is written (and saved) once all its requests have answered; one that
 fails is reported, left untouched, and the rest go on.
@@ -10,7 +11,8 @@ Resuming: `<project>/.slidesam/preannotate.json` records every finished image wi
 decided its result (prompt source and its settings, model, field of view, polygon options, class).
 A re-run skips those images; a killed run restarted redoes only unfinished images, and because
 result ids, feature order and provenance are deterministic (see `results.py`), it ends with the
-same files as an uninterrupted run.
+same files as an uninterrupted run. This process alone writes the project and the state file, whoever
+answers the requests.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tqdm import tqdm
 
@@ -31,14 +34,20 @@ from slidesam.atomic_files import atomic_write
 from slidesam.qupath_bridge.geojson import dumps
 from slidesam.qupath_bridge.project import ImageEntry
 from slidesam.qupath_bridge.prompt_sources import PromptSource, PromptSourceError
-from slidesam.qupath_bridge.prompts import outside_image
-from slidesam.qupath_bridge.results import Job, apply, plan, result_annotation
+from slidesam.qupath_bridge.prompts import PromptGroup, outside_image
+from slidesam.qupath_bridge.results import Job, Segmentation, apply, plan, result_annotation
 from slidesam.qupath_bridge.safety import STATE_DIR
 from slidesam.qupath_bridge.segmenter import Segmenter
 from slidesam.qupath_bridge.sync import IMAGE_ERRORS, ImageReport, ProjectOpener, Settings, select_images
 
 log = logging.getLogger(__name__)
 STATE_FILE = "preannotate.json"
+RegionRunner = Callable[[ImageEntry, PromptGroup], Segmentation]
+"""Answers one prompt group's Segment request (called from the pool's threads)."""
+
+
+class WorkerLost(Exception):
+    """The worker answering a region died more often than it is retried: its image fails, the others go on."""
 
 
 class ResumeState:
@@ -81,9 +90,11 @@ def preannotate(
     settings: Settings,
     workers: int = 4,
     progress: bool | None = None,
+    runner: RegionRunner | None = None,
 ) -> list[ImageReport]:
-    """Pre-annotates the images (all, or those named); returns one report per image, in project order."""
-    run = _Run(opener, source, segmenter, settings)
+    """Pre-annotates the images (all, or those named); returns one report per image, in project order.
+    runner: where the requests go (default: the segmenter's server, from this process)."""
+    run = _Run(opener, source, segmenter, settings, runner or partial(segmenter.run, interactive=False))
     try:
         images = select_images(run.project, names)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preannotate") as pool, \
@@ -104,12 +115,13 @@ def preannotate(
 class _Run:
     """One pre-annotation run: the project (re-opened after a failed image), the resume state, the reports."""
 
-    def __init__(self, opener: ProjectOpener, source: PromptSource, segmenter: Segmenter, settings: Settings):
+    def __init__(self, opener: ProjectOpener, source: PromptSource, segmenter: Segmenter, settings: Settings, runner: RegionRunner):
         self.opener = opener
         self.project = opener()
         self.state = ResumeState(self.project.root)
         self.source = source
         self.segmenter = segmenter
+        self.runner = runner
         self.settings = settings
         self.hashed = {**settings.hashed(), "source": source.name}
         self.reports: dict[str, ImageReport] = {}
@@ -136,7 +148,7 @@ class _Run:
         except (*IMAGE_ERRORS, PromptSourceError) as error:
             self.reports[image.name] = ImageReport(image.name, "failed", seconds=time.perf_counter() - started, messages=[str(error)])
             return None
-        futures = [pool.submit(self.segmenter.run, image, job.group, interactive=False) for job in work.jobs]
+        futures = [pool.submit(self.runner, image, job.group) for job in work.jobs]
         with self._lock:
             self.bar.total += len(futures)
             self.bar.refresh()
@@ -157,7 +169,7 @@ class _Run:
                 report.messages += answer.warnings
             self.project.save()
             self.state.mark(item.image, item.digest, report.regions, report.objects)
-        except IMAGE_ERRORS as error:
+        except (*IMAGE_ERRORS, WorkerLost) as error:
             report.status, report.messages = "failed", [str(error)]
             self.project.close()
             self.project = self.opener()

@@ -24,16 +24,17 @@ class Connection(Protocol):
     address: str
     reconnect_attempts: int
 
-    def wait_ready(self, timeout: float | None = None) -> None: ...
+    def wait_ready(self, timeout: float | None = None, affinity: str = "") -> None: ...
 
-    def open_stream(self) -> InteractStream: ...
+    def open_stream(self, affinity: str = "") -> InteractStream: ...
 
     def upload_missing_pixels(self, fov: FieldOfView, error: ServerError) -> None: ...
 
 
 class RemoteObject:
     """An object being segmented by clicks. Keeps its history and replays it on a new stream
-    when the connection drops, so a server restart or a network blip loses nothing.
+    when the connection drops, so a server restart, a network blip or, behind a load balancer, the death
+    of the server that held it loses nothing: the balancer sends the new stream to a server that is up.
 
     Not thread-safe: one object per thread.
     """
@@ -130,8 +131,9 @@ class RemoteObject:
     def _connect(self) -> ObjectResult:
         """Waits (at most ready_timeout) for the server, opens a stream, opens the object (uploading its
         pixels if the server lacks them), and replays the history."""
-        self.client.wait_ready()
-        self._stream = self.client.open_stream()
+        affinity = self.fov.image.affinity_key
+        self.client.wait_ready(affinity=affinity)
+        self._stream = self.client.open_stream(affinity)
         try:
             result = self._open_object()
             for request in self._history:

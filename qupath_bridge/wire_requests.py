@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 
 from slidesam.v1 import slidesam_pb2 as pb
-from slidesam.v1.conventions import STRATEGIES, WINDOW_MODES
+from slidesam.v1.conventions import STRATEGIES, WINDOW_MODES, affinity_key
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,11 @@ class SlideImage:
     """A slide the server reads itself, named relative to its slide root."""
 
     slide_id: str
+
+    @property
+    def affinity_key(self) -> str:
+        """What a load balancer routes this slide's calls by (`slidesam.v1.conventions.AFFINITY_METADATA`)."""
+        return affinity_key(slide_id=self.slide_id)
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,12 @@ class UploadedRegion:
     @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def affinity_key(self) -> str:
+        """What a load balancer routes calls on these pixels by: their SHA-256, so that the upload and the
+        calls using it reach the same server."""
+        return affinity_key(upload_sha256=self.sha256)
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,14 @@ fi
 STAMP="$VENV/.slidesam-installed"
 WANTED="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANTED" ]; then
-    echo "installing slidesam[server,bridge,dev,sam2] into $VENV (first time: a few minutes)"
+    echo "installing slidesam[server,bridge,dev,sam2,ray] into $VENV (first time: a few minutes)"
     LOG="$VENV/install.log"
     SAM2_REQUIREMENT="$(python -c 'import sys, tomllib
 extra = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["sam2"]
 print(next(r for r in extra if r.startswith("sam2")))' "$ROOT/pyproject.toml")"
     if ! { python -m pip install --upgrade pip "setuptools>=77" wheel \
             && SAM2_BUILD_CUDA=0 python -m pip install --no-build-isolation --no-deps "$SAM2_REQUIREMENT" \
-            && python -m pip install -e "$ROOT[server,bridge,dev,sam2]"; } > "$LOG" 2>&1; then
+            && python -m pip install -e "$ROOT[server,bridge,dev,sam2,ray]"; } > "$LOG" 2>&1; then
         tail -40 "$LOG"
         echo "installation failed; the whole log is in $LOG" >&2
         exit 1

@@ -15,6 +15,10 @@ of view (an encode each), as pre-annotation would.
 Reports per-click latency measured by the client (wall time of `click`) and the server's own queue and
 decode times, throughput, opens, errors by status code, and the server's memory (peak and current RSS),
 and ends with one JSON line.
+
+With --backends 1,2 the same users run through HAProxy (deploy/haproxy/slidesam.cfg) in front of 1, then 2
+servers on this machine, each a fresh stack (torch threads: the cores shared out among the servers, unless
+--server-arg sets --threads); the JSON line then holds one report per stack under "runs".
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from slidesam.lab.loadtest.balanced import run_balanced
 from slidesam.lab.local_server import LocalServer
 from slidesam.lab.loadtest.report import build_report, summary_lines
 from slidesam.lab.loadtest.targets import write_slides
@@ -70,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the server's slide root; the slides go into a new folder in it, removed afterwards "
                              "(default: a temporary directory, which the started server serves)")
     parser.add_argument("--server-pid", type=int, help="with --address: the server's process id, to read its memory")
+    parser.add_argument("--backends", type=backend_counts, metavar="N[,N...]",
+                        help="run through HAProxy in front of N local servers, once per N (e.g. 1,2); needs haproxy")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line on stdout (progress stays on stderr)")
     args = parser.parse_args(argv)
     problems = [
@@ -82,10 +89,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--address needs --slide-root (the running server's)" if args.address and not args.slide_root else "",
         "--server-arg is for the started server, not --address" if args.address and args.server_arg else "",
         "--token and --server-pid go with --address" if not args.address and (args.token or args.server_pid) else "",
+        "--backends starts its own servers: not with --address" if args.address and args.backends else "",
     ]
     if any(problems):
         parser.error("; ".join(p for p in problems if p))
     return args
+
+
+def backend_counts(text: str) -> list[int]:
+    """'1,2' -> [1, 2]: the numbers of backends to run through the balancer."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("every number of backends must be >= 1")
+    return counts
 
 
 def note(message: str) -> None:
@@ -105,6 +124,17 @@ def main() -> None:
         slides = write_slides(slide_root, args.slides)
         cleanup.callback(shutil.rmtree, slides.folder, ignore_errors=True)
         shared = shared_count(args.users, args.shared_fraction)
+        if args.backends:
+            ModelRegistry.create(device="cpu").fetch(DEFAULT_MODEL)
+            store = TokenStore(work / "tokens.json")
+            users, batch, warm = make_users(slides, lambda name: store.add(name, note="loadtest")[0], args.users, shared,
+                                            args.batch_users, args.seed)
+            reports = run_balanced(args, slides, store.path, users, batch, warm, work)
+            if not args.json_only:
+                for report in reports:
+                    print("\n".join(summary_lines(report)) + f"\nrequests per backend: {report['requests_per_backend']}\n")
+            print(json.dumps({"benchmark": "loadtest-balanced", "runs": reports}))
+            return
         if args.address:
             address, pid, metrics_port = args.address, args.server_pid, None
             tokens = itertools.cycle(args.token or [None])

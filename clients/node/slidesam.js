@@ -23,6 +23,17 @@ class ServerError extends Error {
   }
 }
 
+const AFFINITY_METADATA = 'slidesam-affinity';
+
+/** What a load balancer routes calls on a field of view's image by: SHA-256 of 'slide:' + slide id, or the
+ * uploaded pixels' own SHA-256 (as every slidesam client computes it). */
+function affinityKey(fieldOfView) {
+  const image = fieldOfView.image || {};
+  if (image.uploaded) return image.uploaded.sha256.toLowerCase();
+  if (image.slide_id) return require('crypto').createHash('sha256').update(`slide:${image.slide_id}`).digest('hex');
+  return '';
+}
+
 function fromStatus(error) {
   return new ServerError(CODE_NAMES[error.code] || 'UNKNOWN', error.details || '');
 }
@@ -59,13 +70,21 @@ class SlidesamClient {
   /** Sends encoded pixels (a Buffer); the server keeps them under their SHA-256. */
   upload(data) {
     const sha256 = require('crypto').createHash('sha256').update(data).digest('hex');
-    return this.unary('UploadImage', {data, sha256});
+    return this.unary('UploadImage', {data, sha256}, sha256);
+  }
+
+  /** The call metadata: the token, and for a call on an image its affinity key (for a load balancer). */
+  metadataFor(affinityKey) {
+    if (!affinityKey) return this.metadata;
+    const metadata = this.metadata.clone();
+    metadata.set(AFFINITY_METADATA, affinityKey);
+    return metadata;
   }
 
   /** Opens an object on a field of view (a proto FieldOfView object); resolves to an ObjectSession. */
   async openObject(fieldOfView, {model = '', strategy = 'PROMPT_STRATEGY_UNSPECIFIED'} = {}) {
     await this.waitReady();
-    const session = new ObjectSession(this);
+    const session = new ObjectSession(this, affinityKey(fieldOfView));
     try {
       await session.send({open: {field_of_view: fieldOfView, model, strategy}});
     } catch (error) {
@@ -75,10 +94,10 @@ class SlidesamClient {
     return session;
   }
 
-  unary(method, request) {
+  unary(method, request, affinity = '') {
     const deadline = Date.now() + this.callTimeoutMs;
     return new Promise((resolve, reject) => {
-      this.stub[method](request, this.metadata, {deadline}, (error, reply) => (error ? reject(fromStatus(error)) : resolve(reply)));
+      this.stub[method](request, this.metadataFor(affinity), {deadline}, (error, reply) => (error ? reject(fromStatus(error)) : resolve(reply)));
     });
   }
 
@@ -89,11 +108,11 @@ class SlidesamClient {
 
 /** One Interact stream holding one object; each step resolves to the object's current result. */
 class ObjectSession {
-  constructor(client) {
+  constructor(client, affinity = '') {
     this.client = client;
     this.nextId = 1;
     this.pending = null;
-    this.call = client.stub.Interact(client.metadata);
+    this.call = client.stub.Interact(client.metadataFor(affinity));
     this.call.on('data', (response) => this.settle((p) => p.resolve(response)));
     this.call.on('error', (error) => this.settle((p) => p.reject(fromStatus(error))));
     this.call.on('end', () => this.settle((p) => p.reject(new ServerError('UNAVAILABLE', 'the server closed the stream'))));
@@ -157,4 +176,4 @@ class ObjectSession {
   }
 }
 
-module.exports = {SlidesamClient, ObjectSession, ServerError};
+module.exports = {SlidesamClient, ObjectSession, ServerError, affinityKey};

@@ -15,6 +15,7 @@ import grpc
 from slidesam.v1 import slidesam_pb2 as pb
 from slidesam.v1 import slidesam_pb2_grpc as pb_grpc
 from slidesam.server import errors
+from slidesam.server.edge.affinity import check_affinity_key
 from slidesam.server.edge.auth import Authenticator, User
 from slidesam.server.edge.interact_steps import InteractSteps, StreamState
 from slidesam.server.edge.limits import UserLimiter
@@ -155,7 +156,10 @@ class SegmentationService(pb_grpc.SegmentationServicer):
         return expired
 
     def _identify(self, context: grpc.aio.ServicerContext) -> User:
-        return self.auth.identify(context.invocation_metadata())
+        """The caller, once their token and their affinity key (if they send one) are checked."""
+        user = self.auth.identify(context.invocation_metadata())
+        check_affinity_key(context.invocation_metadata())
+        return user
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:

@@ -141,7 +141,7 @@ public final class ObjectSession implements AutoCloseable {
     /** Waits for the server, opens a stream and the object (uploading its pixels if the server lacks them), replays the history. */
     private Result connect() throws InteractStream.Broken {
         client.waitReady();
-        stream = client.openStream();
+        stream = client.openStream(fov.image().affinityKey());
         Result replayed = openObject();
         for (InteractRequest request : history) {
             replayed = checked(stream.send(request, client.callTimeout()));

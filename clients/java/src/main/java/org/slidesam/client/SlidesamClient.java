@@ -3,7 +3,10 @@ package org.slidesam.client;
 import com.google.protobuf.ByteString;
 import io.grpc.ConnectivityState;
 import io.grpc.ManagedChannel;
+import io.grpc.Metadata;
 import io.grpc.StatusRuntimeException;
+import io.grpc.stub.AbstractStub;
+import io.grpc.stub.MetadataUtils;
 import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.CountDownLatch;
@@ -18,6 +21,9 @@ import org.slidesam.v1.UploadImageRequest;
  * own stream. Close it when done (try-with-resources).
  */
 public final class SlidesamClient implements AutoCloseable {
+
+    /** Metadata naming the image a call works on, for a load balancer's consistent hashing (see ImageRef.affinityKey). */
+    static final Metadata.Key<String> AFFINITY = Metadata.Key.of("slidesam-affinity", Metadata.ASCII_STRING_MARSHALLER);
 
     private final ConnectOptions options;
     private final ManagedChannel channel;
@@ -62,13 +68,13 @@ public final class SlidesamClient implements AutoCloseable {
     }
 
     public List<ModelInfo> listModels() {
-        return unary(stub -> stub.listModels(ListModelsRequest.getDefaultInstance()))
+        return unary("", stub -> stub.listModels(ListModelsRequest.getDefaultInstance()))
                 .getModelsList().stream().map(Messages::modelInfo).toList();
     }
 
     /** Sends encoded pixels; the server keeps them under their SHA-256. */
     public UploadResult upload(EncodedImage image) {
-        var reply = unary(stub -> stub.uploadImage(UploadImageRequest.newBuilder()
+        var reply = unary(image.sha256(), stub -> stub.uploadImage(UploadImageRequest.newBuilder()
                 .setData(ByteString.copyFrom(image.dataUnsafe())).setSha256(image.sha256()).build()));
         return new UploadResult(reply.getSha256(), reply.getWidth(), reply.getHeight(), reply.getAlreadyPresent());
     }
@@ -95,17 +101,29 @@ public final class SlidesamClient implements AutoCloseable {
         }
     }
 
-    InteractStream openStream() {
-        return new InteractStream(async);
+    /** A new Interact stream for an object on the image whose affinity key is given. */
+    InteractStream openStream(String affinityKey) {
+        return new InteractStream(withAffinity(async, affinityKey));
     }
 
     Duration callTimeout() {
         return options.callTimeout();
     }
 
-    private <T> T unary(Function<SegmentationGrpc.SegmentationBlockingStub, T> call) {
+    /** The stub with the image's affinity key attached to its calls (none for calls on no image). */
+    private static <S extends AbstractStub<S>> S withAffinity(S stub, String affinityKey) {
+        if (affinityKey.isEmpty()) {
+            return stub;
+        }
+        var headers = new Metadata();
+        headers.put(AFFINITY, affinityKey);
+        return stub.withInterceptors(MetadataUtils.newAttachHeadersInterceptor(headers));
+    }
+
+    private <T> T unary(String affinityKey, Function<SegmentationGrpc.SegmentationBlockingStub, T> call) {
         try {
-            return call.apply(blocking.withWaitForReady().withDeadlineAfter(options.callTimeout().toMillis(), TimeUnit.MILLISECONDS));
+            return call.apply(withAffinity(blocking, affinityKey).withWaitForReady()
+                    .withDeadlineAfter(options.callTimeout().toMillis(), TimeUnit.MILLISECONDS));
         } catch (StatusRuntimeException error) {
             throw Messages.error(error);
         }
