@@ -24,6 +24,7 @@ from slidesam.server.engine.strategies import STRATEGIES
 from slidesam.server.models.checkpoints import default_model_dir
 from slidesam.server.models.enhanced_decoder import EnhancedDecoderConfig
 from slidesam.server.models.models_cli import add_model_options, registry_from
+from slidesam.server.models.precision import ENCODER_PRECISIONS, PRECISION_HELP
 from slidesam.server.models.registry import DEFAULT_MODEL
 
 
@@ -47,8 +48,7 @@ def add_lab_commands(commands: argparse._SubParsersAction) -> None:
     evaluation.add_argument("--max-clicks", type=int, default=20)
     evaluation.add_argument("--server", metavar="HOST:PORT", help="evaluate a running server over gRPC instead of in-process")
     evaluation.add_argument("--device", default="auto", help="torch device for in-process evaluation")
-    evaluation.add_argument("--encoder-precision", choices=["float32", "bfloat16", "float16"], default="float32",
-                            help="image encoder precision: float32 (default), or bfloat16/float16 autocast (faster on GPUs; model ids then end in +bf16/+fp16)")
+    evaluation.add_argument("--encoder-precision", choices=list(ENCODER_PRECISIONS), default="float32", help=PRECISION_HELP)
     evaluation.add_argument("--save-masks", action="store_true", help="write the predicted mask after every click (PNG)")
     evaluation.add_argument("--single-window", action="store_true",
                             help="segment patches larger than one encoder window in ONE window (shrunk to 1024 px: the "

@@ -14,6 +14,7 @@ from slidesam.server.edge.config import ConfigError, ServerConfig, load_config
 from slidesam.server.edge.logs import configure_logging
 from slidesam.server.engine.strategies import STRATEGIES
 from slidesam.server.models.models_cli import add_model_options, checkpoints_from
+from slidesam.server.models.precision import ENCODER_PRECISIONS, PRECISION_HELP
 
 
 def add_serve_command(commands: argparse._SubParsersAction) -> None:
@@ -51,8 +52,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     capacity.add_argument("--cache-mb", type=float, default=S, help="embedding cache budget in MiB (default 1024; one 1024-px region is 4 MiB)")
     capacity.add_argument("--cache-dtype", choices=["float32", "float16"], default=S,
                           help="store cached embeddings as float16 to keep twice as many (default float32)")
-    capacity.add_argument("--encoder-precision", choices=["float32", "bfloat16", "float16"], default=S,
-                          help="image encoder precision: float32 (default), or bfloat16/float16 autocast (faster on GPUs; model ids then end in +bf16/+fp16)")
+    capacity.add_argument("--encoder-precision", choices=list(ENCODER_PRECISIONS), default=S, help=PRECISION_HELP)
     capacity.add_argument("--upload-mb", type=float, default=S,
                           help="budget for decoded uploaded images in MiB, shared fairly between users (default 512)")
     capacity.add_argument("--decode-mb", type=float, default=S,

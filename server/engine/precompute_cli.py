@@ -12,6 +12,7 @@ from slidesam.server.engine.embedding_store import EmbeddingStore
 from slidesam.server.engine.precompute import precompute
 from slidesam.server.errors import InvalidArgument
 from slidesam.server.models.models_cli import add_model_options, registry_from
+from slidesam.server.models.precision import ENCODER_PRECISIONS, PRECISION_HELP
 from slidesam.server.models.registry import DEFAULT_MODEL
 from slidesam.server.slides.regions import Resolution
 
@@ -42,8 +43,8 @@ def add_precompute_command(commands: argparse._SubParsersAction) -> None:
     precompute_parser.add_argument("--compile", action="store_true",
                                    help="torch.compile the encoder's blocks first: faster windows after a warm-up "
                                         "(about a minute on a CPU); pays off on large runs (scripts/bench_models measures both)")
-    precompute_parser.add_argument("--encoder-precision", choices=["float32", "bfloat16", "float16"], default="float32",
-                                   help="image encoder precision: float32 (default), or bfloat16/float16 autocast (faster on GPUs; model ids then end in +bf16/+fp16); a server reads these windows only at the same precision")
+    precompute_parser.add_argument("--encoder-precision", choices=list(ENCODER_PRECISIONS), default="float32",
+                                   help=PRECISION_HELP + "; a server reads these windows only at the same precision")
     add_model_options(precompute_parser)
     precompute_parser.set_defaults(run=run_precompute)
 

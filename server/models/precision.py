@@ -11,6 +11,8 @@ import torch
 
 ENCODER_PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _TAGS = {"bfloat16": "bf16", "float16": "fp16"}
+PRECISION_HELP = ("image encoder precision: float32 (default), or bfloat16/float16 autocast (faster on GPUs; model ids "
+                  "then end in +bf16/+fp16)")
 
 
 def check_precision(precision: str) -> str:
