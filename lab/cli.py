@@ -116,8 +116,9 @@ def add_lab_commands(commands: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> None:
     """Evaluates a model on a dataset (in-process or over gRPC), or compares earlier results."""
     if args.compare:
-        written = report.write_report([report.load_results(path) for path in args.compare], args.out)
-        print(report.markdown_table([report.load_results(path) for path in args.compare]))
+        compared = [report.load_results(path) for path in args.compare]
+        written = report.write_report(compared, args.out)
+        print(report.comparison_markdown(compared))
         print("wrote " + ", ".join(str(p) for p in written))
         return
     if not (math.isfinite(args.boundary_um) and args.boundary_um > 0):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from slidesam.lab.evaluation.metrics import BOUNDARY_AT_CLICK, IOU_AT_CLICKS, THRESHOLDS, boundary_summary, summarise
+from slidesam.lab.evaluation.paired import paired_table
 
 _KEYS = [f"{round(t * 100)}" for t in THRESHOLDS]
 _BOUNDARY_KEYS = [str(BOUNDARY_AT_CLICK), "final"]
@@ -101,7 +102,8 @@ _WINDOW_LABELS = {"auto": "auto windows", "multi": "multi-window", "single": "si
 def label(results: dict) -> str:
     config = results["config"]
     windows = config.get("windows")
-    return f"{config['model']} ({config['strategy']})" + (f" {_WINDOW_LABELS.get(windows, windows)}" if windows else "")
+    text = f"{config['model']} ({config['strategy']})" + (f" {_WINDOW_LABELS.get(windows, windows)}" if windows else "")
+    return text + (", precomputed store" if config.get("embedding_store") else "")
 
 
 def _number(value, digits: int = 2) -> str:
@@ -206,11 +208,22 @@ def plot(all_results: Sequence[dict], out_dir: Path) -> list[Path]:
     return [curves_path, bars_path, quality_path]
 
 
+def comparison_markdown(all_results: Sequence[dict]) -> str:
+    """The tables of markdown_table, then the first results paired with each other one on their shared samples."""
+    text = markdown_table(all_results)
+    first = all_results[0]
+    shared = {sample["name"] for sample in first["samples"]}
+    for other in all_results[1:]:
+        if shared & {sample["name"] for sample in other["samples"]}:
+            text += "\n" + paired_table(first, other, label(first), label(other))
+    return text
+
+
 def write_report(all_results: Sequence[dict], out_dir: Path) -> list[Path]:
-    """The markdown tables and the three plots for one or more results."""
+    """The markdown tables (paired comparisons included) and the three plots for one or more results."""
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / "results.md"
-    table.write_text(markdown_table(all_results))
+    table.write_text(comparison_markdown(all_results))
     return [table, *plot(all_results, out_dir)]
 
 

@@ -237,6 +237,7 @@ def test_eval_of_a_large_sample_in_both_window_modes_and_compare(model_registry,
     table = (tmp_path / "cmp" / "results.md").read_text()
     assert "mobile_sam (plain) auto windows" in table and "mobile_sam (plain) single window" in table
     assert "NoC@95" in table and "IoU@1" in table and "BF@final (2 µm)" in table
+    assert "Paired, per sample: A = mobile_sam (plain) auto windows, B = mobile_sam (plain) single window (1 shared samples)" in table
     assert all((tmp_path / "cmp" / name).stat().st_size > 1000 for name in ("iou_vs_clicks.png", "noc.png", "quality.png"))
 
 
