@@ -22,23 +22,61 @@ def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=300, **kwargs)
 
 
-@pytest.mark.parametrize("command", [["slidesam-server", "--help"], ["slidesam-server", "serve", "--help"],
-                                     ["slidesam-server", "models", "fetch", "--help"], ["slidesam", "--help"], ["slidesam", "segment", "--help"]])
-def test_help_explains(command):
-    completed = run(*command)
+HELP = [["slidesam-server", "--help"], ["slidesam-server", "serve", "--help"], ["slidesam-server", "models", "fetch", "--help"],
+        ["slidesam", "--help"], ["slidesam", "segment", "--help"]]
+
+
+def _run_key(item: pytest.Item):
+    """A test's key in `started`: its --help command, or its name."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    return tuple(params["command"]) if "command" in params else item.originalname
+
+
+@pytest.fixture(scope="module")
+def started(request, tmp_path_factory):
+    """The runs below that need neither a server nor a model, started side by side when the first of their tests
+    begins: a `slidesam-server` process spends about 10 s of CPU importing torch, and together they use both cores.
+    `started(key)` waits for one run (a test's own command, or its name) and gives it as subprocess.run would."""
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "empty").mkdir()
+    runs = {tuple(command): command for command in HELP} | {
+        "test_models_list_says_what_is_missing_and_how_to_get_it": ["slidesam-server", "models", "list", "--model-dir", str(folder / "empty")],
+        "test_checkpoint_without_sha256_is_refused": ["slidesam-server", "models", "list", "--checkpoint", f"sam_vit_b={folder / 'x.pth'}"],
+    }
+    selected = {_run_key(item) for item in request.session.items if item.module is request.module}
+    processes = {}
+    for number, (key, args) in enumerate(item for item in runs.items() if item[0] in selected):
+        with (folder / f"{number}.out").open("w") as out, (folder / f"{number}.err").open("w") as err:
+            processes[key] = (subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=out, stderr=err, text=True), number)
+
+    def result(key) -> subprocess.CompletedProcess:
+        process, number = processes[key]
+        process.wait(timeout=300)
+        read = lambda suffix: (folder / f"{number}.{suffix}").read_text()  # noqa: E731
+        return subprocess.CompletedProcess(process.args, process.returncode, read("out"), read("err"))
+
+    yield result
+    for process, _ in processes.values():
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("command", HELP)
+def test_help_explains(started, command):
+    completed = started(tuple(command))
     assert completed.returncode == 0 and "usage:" in completed.stdout and len(completed.stdout) > 200
 
 
-def test_models_list_says_what_is_missing_and_how_to_get_it(tmp_path):
-    completed = run("slidesam-server", "models", "list", "--model-dir", str(tmp_path))
+def test_models_list_says_what_is_missing_and_how_to_get_it(started):
+    completed = started("test_models_list_says_what_is_missing_and_how_to_get_it")
     assert completed.returncode == 0, completed.stderr
     assert "mobile_sam" in completed.stdout and "missing" in completed.stdout
     assert "slidesam-server models fetch mobile_sam" in completed.stdout
     assert "--checkpoint sam_vit_b=PATH_OR_URL" in completed.stdout
 
 
-def test_checkpoint_without_sha256_is_refused(tmp_path):
-    completed = run("slidesam-server", "models", "list", "--checkpoint", f"sam_vit_b={tmp_path / 'x.pth'}")
+def test_checkpoint_without_sha256_is_refused(started):
+    completed = started("test_checkpoint_without_sha256_is_refused")
     assert completed.returncode != 0 and "--sha256" in completed.stderr
 
 

@@ -65,7 +65,20 @@ def test_sync_refine_preannotate_export_and_import(qupath_dir, server, cmu_slide
     code, out, err = run_cli(capsys, "preannotate", str(project), *common, "--prompts", "geojson", str(prompts))
     assert code == 0, out + err
 
-    objects = _objects(qupath_dir, project)[0]
+    # export, then import into a second project QuPath made: QuPath reads the same objects from both
+    written = tree(project)
+    exported = tmp_path / "exported"
+    assert run_cli(capsys, "export", str(project), "--geojson", str(exported))[0] == 0
+    assert tree(project) == written, "export leaves its source project as it was"
+    other = _qupath_project(qupath_dir, tmp_path / "other", cmu_slide)
+    code, out, err = run_cli(capsys, "import", str(other), "--geojson", str(exported))
+    assert code == 0 and "5 added, 0 updated, 0 removed" in out, out + err
+    before = tree(other)
+    code, out, _ = run_cli(capsys, "import", str(other), "--geojson", str(exported))
+    assert code == 0 and re.search(r"CMU-1-Small-Region\.svs\s+unchanged", out) and tree(other) == before
+    original, imported = _objects(qupath_dir, project, other)  # one QuPath JVM reads both projects
+
+    objects = original  # what sync, refine and preannotate wrote, read back through QuPath
     assert objects["epithelium", "SAM positive"]["points"] == [[1350.0, 1920.0], [1175.0, 1850.0], [1230.0, 2234.0]]  # untouched
     result = objects["SAM: epithelium", "Tumor"]
     record = json.loads(result["description"])
@@ -78,16 +91,6 @@ def test_sync_refine_preannotate_export_and_import(qupath_dir, server, cmu_slide
     assert refined["source"] == "refine" and not crude.equals(shapely.from_wkt(refined["original"]))
     assert json.loads(objects["SAM: gland", "Tumor"]["description"])["source"] == "geojson"
 
-    # export, then import into a second project QuPath made: QuPath reads the same objects from both
-    exported = tmp_path / "exported"
-    assert run_cli(capsys, "export", str(project), "--geojson", str(exported))[0] == 0
-    other = _qupath_project(qupath_dir, tmp_path / "other", cmu_slide)
-    code, out, err = run_cli(capsys, "import", str(other), "--geojson", str(exported))
-    assert code == 0 and "5 added, 0 updated, 0 removed" in out, out + err
-    before = tree(other)
-    code, out, _ = run_cli(capsys, "import", str(other), "--geojson", str(exported))
-    assert code == 0 and re.search(r"CMU-1-Small-Region\.svs\s+unchanged", out) and tree(other) == before
-    original, imported = _objects(qupath_dir, project, other)
     assert imported.keys() == original.keys()
     for key, qupath_object in original.items():  # ids, classes and colours, names, measurements, descriptions
         assert {**imported[key], "wkt": None} == {**qupath_object, "wkt": None}, key

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -192,22 +190,23 @@ def test_killed_run_resumes_and_reports(model_registry, ihc_patches, tmp_path):
     assert len(saved) == len(results["samples"][1]["ious"])
 
 
-def test_eval_command_and_compare(model_registry, ihc_patches, tmp_path):
-    bin_dir = Path(sys.executable).parent
+def test_eval_command_and_compare(model_registry, ihc_patches, tmp_path, capsys):
+    """`slidesam-server eval` in this process (the console script itself runs in tests/test_cli.py and
+    test_evaluation_large.py): torch is imported once, not once per command."""
+    from slidesam.server.cli import main
+
     env_model_dir = str(model_registry.model_dir)
     outs = []
     for strategy in ("plain", "consistent"):
         out = tmp_path / strategy
-        completed = subprocess.run(
-            [str(bin_dir / "slidesam-server"), "eval", "--data", str(ihc_patches), "--out", str(out), "--max-clicks", "2",
-             "--strategy", strategy, "--device", "cpu", "--model-dir", env_model_dir],
-            capture_output=True, text=True, timeout=300,
-        )
-        assert completed.returncode == 0, completed.stderr[-2000:]
-        assert "NoC@85" in completed.stdout
+        capsys.readouterr()
+        main(["eval", "--data", str(ihc_patches), "--out", str(out), "--max-clicks", "2",
+              "--strategy", strategy, "--device", "cpu", "--model-dir", env_model_dir])
+        printed = capsys.readouterr().out
+        assert "NoC@85" in printed and f"mobile_sam ({strategy})" in printed, printed
+        assert json.loads((out / "results.json").read_text())["summary"]["samples"] == 2
         outs.append(out / "results.json")
-    compared = subprocess.run([str(bin_dir / "slidesam-server"), "eval", "--compare", *map(str, outs), "--out", str(tmp_path / "cmp")],
-                              capture_output=True, text=True, timeout=120)
-    assert compared.returncode == 0, compared.stderr[-2000:]
+    main(["eval", "--compare", *map(str, outs), "--out", str(tmp_path / "cmp")])
+    assert "wrote " in capsys.readouterr().out
     table = (tmp_path / "cmp" / "results.md").read_text()
     assert "mobile_sam (plain)" in table and "mobile_sam (consistent)" in table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -44,18 +45,40 @@ def ihc_tiles(tmp_path_factory) -> Path:
     return folder
 
 
-def fresh_mobile_sam(model_registry) -> torch.nn.Module:
+@pytest.fixture(scope="module")
+def shared_embeddings(tmp_path_factory) -> Path:
+    """One `train --embedding-cache` folder for the tests that train on the IHC tiles with MobileSAM's encoder
+    frozen: the first of them encodes the tiles, the others read the same float32 embeddings (reading trains
+    exactly as encoding: test_a_sweep_reads_the_embedding_cache_and_trains_exactly_as_encoding)."""
+    return tmp_path_factory.mktemp("shared-embeddings")
+
+
+def shared_cache(model_registry, folder: Path, sam: torch.nn.Module) -> EmbeddingDiskCache:
+    """A Trainer's view of the shared_embeddings folder, keyed as `train --embedding-cache` keys it."""
+    return EmbeddingDiskCache(folder, model_registry.spec("mobile_sam").sha256, next(sam.parameters()).device)
+
+
+@pytest.fixture(scope="module")
+def pretrained_sam(model_registry) -> torch.nn.Module:
+    """MobileSAM as the registry loads it for training, read from its checkpoint once; never trained itself."""
     return model_registry.load_network(model_registry.spec("mobile_sam"))
 
 
+def fresh_mobile_sam(pretrained_sam) -> torch.nn.Module:
+    """An untouched pretrained network of a test's own: a copy, weights and all, of `pretrained_sam`."""
+    return copy.deepcopy(pretrained_sam)
+
+
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_each_scenario_trains_exactly_its_parts(model_registry, ihc_tiles, scenario, tmp_path):
-    sam = fresh_mobile_sam(model_registry)
+def test_each_scenario_trains_exactly_its_parts(model_registry, pretrained_sam, ihc_tiles, shared_embeddings, scenario, tmp_path):
+    sam = fresh_mobile_sam(pretrained_sam)
     if scenario == "enhanced":
         with_enhanced_decoder(sam, EnhancedDecoderConfig())
     set_trainable(sam, scenario)
     patch = next(Patch(s.name, s.image, s.gt) for s in PatchFolder(ihc_tiles))
-    trainer = Trainer(sam, TrainConfig(scenario, rounds=2, box_probability=0.0, augmentations_per_patch=1), [patch], [patch], tmp_path, {})
+    cache = shared_cache(model_registry, shared_embeddings, sam)
+    trainer = Trainer(sam, TrainConfig(scenario, rounds=2, box_probability=0.0, augmentations_per_patch=1), [patch], [patch], tmp_path, {},
+                      cache)  # read only where the encoder is frozen; ie_md and whole encode with gradients
     rng = np.random.default_rng(0)
     embedding, prepared = trainer._encoded(patch, rng, training=False)
     loss, _ = trainer.example_loss(embedding, prepared.target, rng)
@@ -70,8 +93,8 @@ def test_each_scenario_trains_exactly_its_parts(model_registry, ihc_tiles, scena
             assert all(p.grad is None for p in parameters), f"{scenario}: frozen {group} got a gradient"
 
 
-def test_enhanced_decoder_starts_from_the_pretrained_decoder(model_registry):
-    sam = fresh_mobile_sam(model_registry)
+def test_enhanced_decoder_starts_from_the_pretrained_decoder(pretrained_sam):
+    sam = fresh_mobile_sam(pretrained_sam)
     pretrained = {k: v.clone() for k, v in sam.mask_decoder.state_dict().items()}
     loaded, new = with_enhanced_decoder(sam, EnhancedDecoderConfig(depth=4, global_grid=16))
     assert set(loaded) == set(pretrained), "every pretrained decoder tensor has a place in the enhanced decoder"
@@ -79,7 +102,7 @@ def test_enhanced_decoder_starts_from_the_pretrained_decoder(model_registry):
     state = sam.mask_decoder.state_dict()
     assert all(torch.equal(state[key], pretrained[key]) for key in loaded)
     device = next(sam.parameters()).device
-    original = fresh_mobile_sam(model_registry).mask_decoder
+    original = fresh_mobile_sam(pretrained_sam).mask_decoder
     generator = torch.Generator().manual_seed(0)
     inputs = [torch.randn(shape, generator=generator).to(device) for shape in ((1, 256, 64, 64), (1, 256, 64, 64), (1, 3, 256), (1, 256, 64, 64))]
     expected_masks, expected_iou = original.predict_masks(*inputs)
@@ -88,9 +111,10 @@ def test_enhanced_decoder_starts_from_the_pretrained_decoder(model_registry):
         "at the start of training the enhanced decoder computes what SAM's decoder computes"
 
 
-def test_short_training_lowers_the_validation_loss(model_registry, ihc_tiles, tmp_path):
+def test_short_training_lowers_the_validation_loss(model_registry, ihc_tiles, shared_embeddings, tmp_path):
     config = TrainConfig("md", epochs=3, batch_size=4, learning_rate=1e-4, augmentations_per_patch=1)
-    path = train(model_registry, "mobile_sam", PatchFolder(ihc_tiles), config, tmp_path, validation_fraction=0.25)
+    path = train(model_registry, "mobile_sam", PatchFolder(ihc_tiles), config, tmp_path, validation_fraction=0.25,
+                 embedding_cache=shared_embeddings)
     history = json.loads((tmp_path / "metrics.json").read_text())
     losses = [h["val_loss"] for h in history]
     assert losses[-1] < losses[0], f"validation loss {losses}"
@@ -100,16 +124,17 @@ def test_short_training_lowers_the_validation_loss(model_registry, ihc_tiles, tm
     assert (tmp_path / "metrics.csv").read_text().startswith("epoch,train_loss,val_loss")
 
 
-def test_save_then_resume_continues_identically(model_registry, ihc_tiles, tmp_path):
+def test_save_then_resume_continues_identically(model_registry, pretrained_sam, ihc_tiles, shared_embeddings, tmp_path):
     patches = [Patch(s.name, s.image, s.gt) for s in PatchFolder(ihc_tiles)]
     training, validation = split(patches, 0.25, 0)
-    training, validation = training[:3], validation[:1]  # resuming is what is tested, not learning: few patches do
+    training, validation = training[:2], validation[:1]  # resuming is what is tested, not learning: few patches do
 
     def trainer(epochs: int, out: Path) -> Trainer:
         out.mkdir(exist_ok=True)
-        sam = fresh_mobile_sam(model_registry)
+        sam = fresh_mobile_sam(pretrained_sam)
         set_trainable(sam, "md")
-        return Trainer(sam, TrainConfig("md", epochs=epochs, augmentations_per_patch=1), training, validation, out, {})
+        cache = shared_cache(model_registry, shared_embeddings, sam)
+        return Trainer(sam, TrainConfig("md", epochs=epochs, augmentations_per_patch=1), training, validation, out, {}, cache)
 
     straight = trainer(2, tmp_path / "straight")
     straight.fit()
@@ -123,9 +148,12 @@ def test_save_then_resume_continues_identically(model_registry, ihc_tiles, tmp_p
     assert [h["val_loss"] for h in straight.history] == [h["val_loss"] for h in resumed.history]
 
 
-def test_finetuned_enhanced_checkpoint_is_served_and_answers_clicks(model_registry, ihc_tiles, slide_root, synthetic_slide, tmp_path):
+def test_finetuned_enhanced_checkpoint_is_served_and_answers_clicks(model_registry, ihc_tiles, shared_embeddings, slide_root,
+                                                                    synthetic_slide, tmp_path):
     config = TrainConfig("enhanced", epochs=1, augmentations_per_patch=1)
-    path = train(model_registry, "mobile_sam", PatchFolder(ihc_tiles), config, tmp_path / "ft", name="mobile_sam-enhanced-test")
+    tiles = _copy_tiles(ihc_tiles, PatchFolder(ihc_tiles).names()[:3], tmp_path / "tiles")  # serving is tested, not learning
+    path = train(model_registry, "mobile_sam", tiles, config, tmp_path / "ft", name="mobile_sam-enhanced-test",
+                 embedding_cache=shared_embeddings)
     registry = ModelRegistry.create(model_dir=tmp_path / "ft", device=str(model_registry.device))
     spec = registry.spec("mobile_sam-enhanced-test")
     assert spec.checkpoint == path and spec.architecture == "vit_t"
@@ -145,13 +173,13 @@ def test_finetuned_enhanced_checkpoint_is_served_and_answers_clicks(model_regist
         server.stop()
 
 
-def test_a_negative_patch_trains_towards_an_empty_mask(model_registry, tmp_path):
+def test_a_negative_patch_trains_towards_an_empty_mask(pretrained_sam, tmp_path):
     """Tissue without the object (an empty mask): the first click is positive on tissue, never on glass, and a
     few steps on it lower its loss; the same seed gives the same loss."""
     image = np.full((256, 256, 3), 245, np.uint8)  # glass on the left ...
     image[:, 128:] = skimage_data.immunohistochemistry()[:256, :128]  # ... real tissue on the right
     negative = Patch("negative", image, np.zeros((256, 256), bool))
-    sam = fresh_mobile_sam(model_registry)
+    sam = fresh_mobile_sam(pretrained_sam)
     set_trainable(sam, "md")
     trainer = Trainer(sam, TrainConfig("md", learning_rate=1e-4, augmentations_per_patch=1), [negative], [negative], tmp_path, {})
     embedding, prepared = trainer._encoded(negative, np.random.default_rng(0), training=False)
@@ -205,8 +233,8 @@ def test_a_sweep_reads_the_embedding_cache_and_trains_exactly_as_encoding(model_
     assert sidecar["patches"] == {"training": 2, "validation": 1} and "select" in sidecar["validation_data"]
 
 
-def test_a_damaged_cache_entry_is_encoded_again_never_served(model_registry, tmp_path, caplog):
-    sam = fresh_mobile_sam(model_registry)
+def test_a_damaged_cache_entry_is_encoded_again_never_served(pretrained_sam, tmp_path, caplog):
+    sam = fresh_mobile_sam(pretrained_sam)
     device = next(sam.parameters()).device
     pixels = torch.rand(1, 3, sam.image_encoder.img_size, sam.image_encoder.img_size, generator=torch.Generator().manual_seed(1)).to(device)
     cache = EmbeddingDiskCache(tmp_path, "a" * 64, device)
