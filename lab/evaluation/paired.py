@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
-from slidesam.lab.evaluation.metrics import iou_at_click, number_of_clicks
+from slidesam.lab.evaluation.metrics import IOU_AT_CLICKS, THRESHOLDS, iou_at_click, number_of_clicks
 
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
@@ -46,8 +46,8 @@ def _boundary_final(sample: dict, max_clicks: int) -> float | None:
 
 
 METRICS = (
-    [PairedMetric(f"NoC@{round(t * 100)}", False, _noc_at(t)) for t in (0.85, 0.90, 0.95)]
-    + [PairedMetric(f"IoU@{k}", True, _iou_at(k)) for k in (1, 5, 10, 20)]
+    [PairedMetric(f"NoC@{round(t * 100)}", False, _noc_at(t)) for t in THRESHOLDS]
+    + [PairedMetric(f"IoU@{k}", True, _iou_at(k)) for k in IOU_AT_CLICKS]
     + [PairedMetric("BF@final", True, _boundary_final)]
 )
 
